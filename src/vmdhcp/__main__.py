@@ -1,0 +1,5 @@
+import sys
+
+from vmdhcp.cli import main
+
+sys.exit(main())
