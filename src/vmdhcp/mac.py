@@ -48,4 +48,4 @@ def mac_from_bytes(raw: bytes) -> str:
     """The normalised text form of six raw bytes."""
     if len(raw) != 6:
         raise InvalidMac(raw.hex())
-    return ":".join(f"{b:02x}" for b in raw)
+    return raw.hex(":")
