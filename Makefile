@@ -3,6 +3,7 @@
 #   make lint        ruff + mypy only
 #   make bench-ipam  IPAM figures (allocation rate, memory, restore time)
 #   make bench-core  DHCP protocol core figures (µs per packet)
+#   make bench-dhcp  the agent against Kea and dnsmasq under perfdhcp (root)
 #   make fuzz        long property run of the DHCP parser
 
 PYTHON ?= python3
@@ -11,7 +12,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all test lint fmt unit venv bench-ipam bench-core fuzz clean
+.PHONY: all test lint fmt unit venv deps bench-ipam bench-core bench-dhcp fuzz clean
 
 all: test
 
@@ -36,7 +37,12 @@ fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-test: lint
+# Debian packages for the network tests (real DHCP clients, Kea, dnsmasq, perfdhcp);
+# installed when missing and running as root, otherwise those tests skip and say why.
+deps:
+	scripts/install-debian-deps.sh
+
+test: lint deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)
@@ -47,6 +53,9 @@ bench-ipam: $(STAMP)
 
 bench-core: $(STAMP)
 	$(BIN)/python bench/bench_core.py
+
+bench-dhcp: $(STAMP) deps
+	$(BIN)/python bench/bench_dhcp.py
 
 fuzz: $(STAMP)
 	VMDHCP_FUZZ_EXAMPLES=$${VMDHCP_FUZZ_EXAMPLES:-100000} $(BIN)/pytest -m fuzz tests/unit/dhcp $(PYTEST_ARGS)

@@ -4,6 +4,9 @@ Each component grows its real command line in its own issue; until then the entr
 exists, says so, and exits 2 so that scripts cannot mistake it for a working component.
 """
 
+import asyncio
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,8 +22,31 @@ def controller_main(argv: Sequence[str] | None = None) -> int:
     return _not_implemented("controller")
 
 
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if level in ("DEBUG", "TRACE") else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("kubernetes", "urllib3", "aiohttp.access", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def agent_main(argv: Sequence[str] | None = None) -> int:
-    return _not_implemented("agent")
+    """`vm-dhcp-agent`: the DHCP server of one IPPool."""
+    from vmdhcp.agent.app import run
+    from vmdhcp.agent.config import ConfigError, load_config
+
+    try:
+        config = load_config(sys.argv[1:] if argv is None else argv, os.environ)
+    except ConfigError as exc:
+        print(f"vm-dhcp-agent: error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(config.log_level)
+    try:
+        return asyncio.run(run(config))
+    except KeyboardInterrupt:
+        return 0
 
 
 def webhook_main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""vm-dhcp-agent: the DHCP server of one IPPool (the data plane)."""

@@ -1,0 +1,257 @@
+"""Composition of the agent: pool source -> PoolState -> responder -> sockets, plus HTTP.
+
+The state is one immutable `PoolState` swapped whole on every IPPool version, so the
+packet path reads one reference and never sees a half-applied change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+from ipaddress import IPv4Address
+
+from aiohttp import web
+
+from vmdhcp.agent.config import AgentConfig
+from vmdhcp.agent.events import EventPoster
+from vmdhcp.agent.http import make_app
+from vmdhcp.agent.metrics import AgentMetrics, message_type_label
+from vmdhcp.agent.sources import FileSource, KubernetesSource
+from vmdhcp.agent.state import PoolState, PoolStateError, build_state, ntp_hostnames
+from vmdhcp.agent.transport import DhcpProtocol, TransportError, serve_udp
+from vmdhcp.api import IPPool
+from vmdhcp.dhcp import (
+    Declined,
+    Destination,
+    Drop,
+    Event,
+    Ingress,
+    MalformedPacket,
+    parse,
+    respond,
+    serialize,
+)
+
+log = logging.getLogger("vmdhcp.agent")
+
+NTP_CACHE_SECONDS = 300.0
+NTP_FAILURE_CACHE_SECONDS = 30.0
+NTP_RESOLVE_TIMEOUT = 3.0
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.metrics = AgentMetrics()
+        self.state: PoolState | None = None
+        self.protocol: DhcpProtocol | None = None
+        self.events: EventPoster | None = None
+        self.trace = config.log_level == "TRACE"
+        self._ntp_cache: dict[str, tuple[float, tuple[IPv4Address, ...]]] = {}
+
+    # -- readiness and views -------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        socket_ok = self.config.dry_run or self.protocol is not None
+        return socket_ok and self.state is not None
+
+    @property
+    def not_ready_reason(self) -> str:
+        if not (self.config.dry_run or self.protocol is not None):
+            return "dhcp socket not bound"
+        if self.state is None:
+            return f"ippool {self.config.ippool_ref} not loaded"
+        return ""
+
+    def lease_dump(self) -> dict[str, str]:
+        return {} if self.state is None else self.state.lease_dump()
+
+    def server_ip(self) -> str | None:
+        return None if self.state is None else str(self.state.config.server_ip)
+
+    # -- the packet path -----------------------------------------------------------------
+
+    def handle(self, data: bytes, ingress: Ingress) -> tuple[bytes, Destination] | None:
+        metrics = self.metrics
+        state = self.state
+        try:
+            request = parse(data)
+        except MalformedPacket as exc:
+            metrics.received.labels("other").inc()
+            metrics.dropped.labels("malformed").inc()
+            if self.trace:
+                log.debug("drop malformed packet from %s: %s", ingress.source_ip, exc)
+            return None
+        metrics.received.labels(message_type_label(request.message_type)).inc()
+        if state is None:
+            metrics.dropped.labels("not_ready").inc()
+            return None
+        decision = respond(request, state.leases, state.config, ingress, time.time())
+        if isinstance(decision, Drop):
+            metrics.dropped.labels(decision.reason.value).inc()
+            if self.trace:
+                log.debug("%s -> drop %s", request.summary(), decision.reason.value)
+            if decision.event is not None:
+                self._report(decision.event)
+            return None
+        metrics.replies.labels(decision.message_type.name.lower()).inc()
+        if self.trace:
+            log.debug(
+                "%s -> %s yiaddr=%s to %s",
+                request.summary(),
+                decision.message_type.name,
+                decision.packet.yiaddr,
+                decision.destination,
+            )
+        return serialize(decision.packet), decision.destination
+
+    def _report(self, event: Event) -> None:
+        if isinstance(event, Declined):
+            log.warning(
+                "address conflict: client %s declined %s (the address answers on the wire)",
+                event.mac,
+                event.address,
+            )
+        else:
+            log.info("client %s released %s", event.mac, event.address)
+        if self.events is not None:
+            self.events.post(event)
+
+    # -- pool updates --------------------------------------------------------------------
+
+    async def apply(self, pool: IPPool | None) -> None:
+        if pool is None:
+            if self.state is not None:
+                log.warning("ippool %s is gone: serving nothing", self.config.ippool_ref)
+            self.state = None
+            self.metrics.leases.set(0)
+            self.metrics.ready.set(0)
+            return
+        if self.events is not None:
+            self.events.uid = pool.metadata.uid
+        resolved = await self._resolve_ntp(ntp_hostnames(pool))
+        try:
+            state = build_state(pool, resolved)
+        except PoolStateError as exc:
+            self.metrics.reloads.labels("error").inc()
+            log.error(
+                "ippool %s cannot be served, keeping the previous leases: %s",
+                self.config.ippool_ref,
+                exc,
+            )
+            return
+        previous, self.state = self.state, state
+        self.metrics.reloads.labels("ok").inc()
+        self.metrics.leases.set(len(state.leases))
+        self.metrics.ready.set(1 if self.ready else 0)
+        for problem in state.problems:
+            log.warning("ippool %s: %s", self.config.ippool_ref, problem)
+        if previous is None or previous.config != state.config or previous.leases != state.leases:
+            log.info("serving ippool %s: %s", self.config.ippool_ref, state.describe())
+
+    async def _resolve_ntp(self, names: tuple[str, ...]) -> dict[str, tuple[IPv4Address, ...]]:
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        out: dict[str, tuple[IPv4Address, ...]] = {}
+        for name in names:
+            cached = self._ntp_cache.get(name)
+            if cached is not None and cached[0] > now:
+                out[name] = cached[1]
+                continue
+            try:
+                infos = await asyncio.wait_for(
+                    loop.getaddrinfo(name, None, family=socket.AF_INET, type=socket.SOCK_DGRAM),
+                    NTP_RESOLVE_TIMEOUT,
+                )
+                addresses = tuple(sorted({IPv4Address(info[4][0]) for info in infos}))
+                expires = now + NTP_CACHE_SECONDS
+            except (OSError, TimeoutError) as exc:
+                log.warning(
+                    "ntp server %s does not resolve (%s); skipping it", name, exc or "timeout"
+                )
+                addresses, expires = (), now + NTP_FAILURE_CACHE_SECONDS
+            self._ntp_cache[name] = (expires, addresses)
+            out[name] = addresses
+        return out
+
+
+async def run(config: AgentConfig) -> int:
+    """Serve until SIGTERM or SIGINT; return the process exit code."""
+    agent = Agent(config)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    if not config.dry_run:
+        try:
+            agent.protocol = await serve_udp(
+                config.nic, agent.handle, agent.metrics, agent.server_ip
+            )
+        except TransportError as exc:
+            log.error("%s", exc)
+            return 1
+        log.info("dhcp server listening on %s udp/67", config.nic)
+    else:
+        log.info("dry run: no dhcp socket")
+
+    runner = web.AppRunner(
+        make_app(agent, agent.metrics, config.enable_cache_dump_api), access_log=None
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, config.http_host, config.http_port).start()
+    except OSError as exc:
+        log.error(
+            "cannot serve http on %s:%d: %s",
+            config.http_host,
+            config.http_port,
+            exc.strerror or exc,
+        )
+        if agent.protocol is not None:
+            agent.protocol.close()
+        await runner.cleanup()
+        return 1
+
+    source: FileSource | KubernetesSource
+    if config.ippool_file is not None:
+        source = FileSource(config.ippool_file, agent.apply, config.file_poll_interval)
+    else:
+        assert config.ippool_namespace is not None
+        assert config.ippool_name is not None
+        source = KubernetesSource(
+            config.ippool_namespace,
+            config.ippool_name,
+            agent.apply,
+            config.kubeconfig,
+            config.kubecontext,
+        )
+    if isinstance(source, KubernetesSource):
+        component = config.name or "vm-dhcp-agent"
+
+        def attach_events(api_client: object) -> None:
+            agent.events = EventPoster(api_client, source.namespace, source.name, component)
+
+        source.on_client = attach_events
+    source_task = asyncio.create_task(source.run(), name="ippool-source")
+    stop_task = asyncio.create_task(stop.wait())
+    rc = 0
+    done, _ = await asyncio.wait({source_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    if source_task in done:
+        log.error("ippool source failed: %s", source_task.exception())
+        rc = 1
+    # Stop answering first, then stop reading the pool, then the HTTP server.
+    if agent.protocol is not None:
+        agent.protocol.close()
+    for task in (source_task, stop_task):
+        task.cancel()
+    if isinstance(source, KubernetesSource):
+        source.stop()
+    await asyncio.gather(source_task, stop_task, return_exceptions=True)
+    await runner.cleanup()
+    log.info("stopped")
+    return rc

@@ -1,0 +1,144 @@
+"""The agent's command line and environment, parsed once into a frozen `AgentConfig`.
+
+Flags and environment variables are upstream's, so the controller and the chart launch
+this agent exactly as they launch upstream's; `--ippool-file` and the HTTP address are
+additions. Every problem is a `ConfigError` with one line of text.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmdhcp import __version__
+from vmdhcp.errors import VmdhcpError
+
+DEFAULT_NIC = "eth1"
+DEFAULT_HTTP_PORT = 8080
+
+
+class ConfigError(VmdhcpError):
+    """A flag, environment variable or file the agent cannot start with."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    name: str
+    """Instance name, for logs and Events (the controller sets the pod name)."""
+    nic: str
+    """Interface the DHCP server binds to (the Multus interface, eth1)."""
+    ippool_namespace: str | None
+    ippool_name: str | None
+    """The IPPool to serve, from `--ippool-ref <namespace>/<name>`."""
+    ippool_file: Path | None
+    """Serve from an IPPool manifest instead of the API server (re-read on change)."""
+    kubeconfig: str | None
+    kubecontext: str | None
+    dry_run: bool
+    """No DHCP socket; leases are still loaded and served over HTTP."""
+    enable_cache_dump_api: bool
+    http_host: str
+    http_port: int
+    log_level: str
+    file_poll_interval: float = 0.5
+
+    @property
+    def ippool_ref(self) -> str:
+        if self.ippool_file is not None:
+            return str(self.ippool_file)
+        return f"{self.ippool_namespace}/{self.ippool_name}"
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(message)
+
+
+def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="vm-dhcp-agent",
+        description="DHCP server of one IPPool, serving the leases the controller allocated.",
+    )
+    p.add_argument("--name", default=env.get("VM_DHCP_AGENT_NAME", ""), help="instance name")
+    p.add_argument(
+        "--kubeconfig", default=env.get("KUBECONFIG"), help="kubeconfig (in-cluster if absent)"
+    )
+    p.add_argument("--kubecontext", default=env.get("KUBECONTEXT"), help="kubeconfig context")
+    p.add_argument(
+        "--ippool-ref",
+        default=env.get("IPPOOL_REF"),
+        metavar="NAMESPACE/NAME",
+        help="the IPPool to serve (env IPPOOL_REF)",
+    )
+    p.add_argument(
+        "--ippool-file",
+        type=Path,
+        default=env.get("IPPOOL_FILE"),
+        metavar="PATH",
+        help="serve an IPPool manifest (YAML or JSON, with status.ipv4.allocated) without "
+        "Kubernetes; re-read when it changes",
+    )
+    p.add_argument(
+        "--nic", default=DEFAULT_NIC, help=f"interface to serve on (default {DEFAULT_NIC})"
+    )
+    p.add_argument("--dry-run", action="store_true", help="open no DHCP socket")
+    p.add_argument("--enable-cache-dump-api", action="store_true", help="serve /leases")
+    p.add_argument("--http-address", default="0.0.0.0", help="HTTP listen address")
+    p.add_argument(
+        "--http-port",
+        type=int,
+        default=DEFAULT_HTTP_PORT,
+        help="HTTP port (/healthz, /readyz, /metrics, /leases)",
+    )
+    p.add_argument("--debug", action="store_true", default=_truthy(env.get("VM_DHCP_AGENT_DEBUG")))
+    p.add_argument(
+        "--trace",
+        action="store_true",
+        default=_truthy(env.get("VM_DHCP_AGENT_TRACE")),
+        help="log every packet and decision",
+    )
+    p.add_argument("--version", action="version", version=f"vm-dhcp-agent {__version__}")
+    return p
+
+
+def load_config(argv: Sequence[str], env: Mapping[str, str]) -> AgentConfig:
+    """Parse flags over environment defaults; raise ConfigError on anything unusable."""
+    args = _parser(env).parse_args(list(argv))
+    namespace = name = None
+    if args.ippool_file is None:
+        if not args.ippool_ref:
+            raise ConfigError(
+                "one of --ippool-ref NAMESPACE/NAME or --ippool-file PATH is required"
+            )
+        namespace, sep, name = args.ippool_ref.partition("/")
+        if not sep or not namespace or not name or "/" in name:
+            raise ConfigError(f"--ippool-ref {args.ippool_ref!r} is not NAMESPACE/NAME")
+    elif args.ippool_ref:
+        raise ConfigError("--ippool-ref and --ippool-file are mutually exclusive")
+    elif not args.ippool_file.is_file():
+        raise ConfigError(f"--ippool-file {args.ippool_file}: no such file")
+    if not 0 < args.http_port < 65536:
+        raise ConfigError(f"--http-port {args.http_port} is not a port number")
+    if not args.nic or len(args.nic) > 15 or "/" in args.nic:
+        raise ConfigError(f"--nic {args.nic!r} is not an interface name")
+    level = "TRACE" if args.trace else "DEBUG" if args.debug else "INFO"
+    return AgentConfig(
+        name=args.name,
+        nic=args.nic,
+        ippool_namespace=namespace,
+        ippool_name=name,
+        ippool_file=args.ippool_file,
+        kubeconfig=args.kubeconfig,
+        kubecontext=args.kubecontext,
+        dry_run=args.dry_run,
+        enable_cache_dump_api=args.enable_cache_dump_api,
+        http_host=args.http_address,
+        http_port=args.http_port,
+        log_level=level,
+    )

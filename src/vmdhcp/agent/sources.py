@@ -1,0 +1,203 @@
+"""Where the agent's IPPool comes from: a manifest file, or the API server.
+
+Both deliver whole IPPool objects (or None when the pool is gone) to one callback, so
+the two modes behave the same. Neither ever stops the agent: a broken file or an
+unreachable API server is logged and retried while the last good state keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from vmdhcp import k8s
+from vmdhcp.api import GROUP, VERSION, IPPool
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[IPPool | None], Awaitable[None]]
+
+
+class SourceError(ValueError):
+    pass
+
+
+def parse_ippool(document: Any, origin: str) -> IPPool:
+    if not isinstance(document, dict):
+        raise SourceError(f"{origin}: not an IPPool object")
+    if document.get("kind", "IPPool") != "IPPool":
+        raise SourceError(f"{origin}: kind {document.get('kind')!r} is not IPPool")
+    try:
+        return IPPool.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise SourceError(f"{origin}: {where}: {first['msg']}") from None
+
+
+def read_ippool_file(path: Path) -> IPPool:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SourceError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        document = yaml.safe_load(text)  # YAML is a superset of JSON
+    except yaml.YAMLError as exc:
+        raise SourceError(f"{path}: not YAML or JSON: {exc}".splitlines()[0]) from None
+    return parse_ippool(document, str(path))
+
+
+class FileSource:
+    """Polls the file's identity (inode, size, mtime) and delivers each new version."""
+
+    def __init__(self, path: Path, deliver: Deliver, interval: float = 0.5) -> None:
+        self.path = path
+        self.deliver = deliver
+        self.interval = interval
+        self._seen: tuple[int, int, int] | None = None
+        self._last_error: str | None = None
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    async def run(self) -> None:
+        while True:
+            stamp = self._stamp()
+            if stamp != self._seen:
+                self._seen = stamp
+                await self._load()
+            await asyncio.sleep(self.interval)
+
+    async def _load(self) -> None:
+        try:
+            pool = read_ippool_file(self.path)
+        except SourceError as exc:
+            if str(exc) != self._last_error:
+                log.error("keeping the previous leases: %s", exc)
+                self._last_error = str(exc)
+            return
+        self._last_error = None
+        await self.deliver(pool)
+
+
+class KubernetesSource:
+    """Lists then watches the one IPPool (field selector on its name), in a thread.
+
+    Every ADDED/MODIFIED object is delivered, the initial list included (upstream ignores
+    it, so a restarted agent served nothing until the pool next changed); DELETED
+    delivers None. Failures back off and relist; the loop never gives up.
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        deliver: Deliver,
+        kubeconfig: str | None,
+        context: str | None,
+        watch_timeout: int = 60,
+    ) -> None:
+        self.namespace = namespace
+        self.name = name
+        self.deliver = deliver
+        self.kubeconfig = kubeconfig
+        self.context = context
+        self.watch_timeout = watch_timeout
+        self.api: Any = None
+        self.on_client: Callable[[Any], None] | None = None
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[IPPool | None] = asyncio.Queue()
+        self.api = await asyncio.to_thread(k8s.api_client, self.kubeconfig, self.context)
+        if self.on_client is not None:
+            self.on_client(self.api)
+
+        def put(item: IPPool | None) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        thread = threading.Thread(target=self._watch_forever, args=(put,), daemon=True)
+        thread.start()
+        try:
+            while True:
+                await self.deliver(await queue.get())
+        finally:
+            self._stop.set()
+
+    def _watch_forever(self, put: Callable[[IPPool | None], None]) -> None:
+        api = k8s.custom_objects(self.api)
+        backoff = 0.5
+        selector = f"metadata.name={self.name}"
+        while not self._stop.is_set():
+            try:
+                listed: dict[str, Any] = api.list_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    "ippools",
+                    field_selector=selector,
+                    _request_timeout=15,
+                )
+                items: list[Any] = listed.get("items", [])
+                if not items:
+                    put(None)
+                elif (pool := self._parse(items[0])) is not None:
+                    put(pool)
+                version = listed["metadata"]["resourceVersion"]
+                backoff = 0.5
+                stream = k8s.watch_stream(
+                    api.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    "ippools",
+                    field_selector=selector,
+                    resource_version=version,
+                    timeout_seconds=self.watch_timeout,
+                    _request_timeout=self.watch_timeout + 15,
+                )
+                for event in stream:
+                    if self._stop.is_set():
+                        return
+                    kind = event.get("type")
+                    if kind == "DELETED":
+                        put(None)
+                    elif kind in ("ADDED", "MODIFIED"):
+                        if (pool := self._parse(event["object"])) is not None:
+                            put(pool)
+                    elif kind == "ERROR":
+                        break  # e.g. 410 Gone: relist
+            except Exception as exc:  # the watch thread's boundary: log and retry
+                log.warning(
+                    "ippool %s/%s: API server unreachable or refusing (%s); serving the "
+                    "last known leases, retrying in %.1fs",
+                    self.namespace,
+                    self.name,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    backoff,
+                )
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def _parse(self, body: Any) -> IPPool | None:
+        try:
+            return parse_ippool(body, f"ippool {self.namespace}/{self.name}")
+        except SourceError as exc:
+            log.error("keeping the previous leases: %s", exc)
+            return None

@@ -1,0 +1,268 @@
+"""The agent fed from the API server: it loads the initial list (upstream waits for the
+next update), follows every change live, survives the API server going away, and serves
+exactly what the file mode serves for the same IPPool. Runs under a minted service-account
+identity with only the rights the agent needs."""
+
+import asyncio
+import copy
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes.client import ApiClient, CustomObjectsApi, RbacAuthorizationV1Api
+
+from tests.agentproc import running_agent, wait_for
+from tests.cluster import Cluster
+
+pytestmark = pytest.mark.cluster
+
+GROUP, VERSION = "network.harvesterhci.io", "v1alpha1"
+SEED = yaml.safe_load(
+    (Path(__file__).resolve().parents[1] / "data" / "ippool-net-48.yaml").read_text()
+)
+
+
+def create_pool(custom: CustomObjectsApi, namespace: str, body: dict[str, Any]) -> None:
+    body = copy.deepcopy(body)
+    body["metadata"] = {"name": "net-48", "namespace": namespace}
+    status = body.pop("status")
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "ippools", body)
+    custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, "ippools", "net-48", {"status": status}
+    )
+
+
+@pytest.fixture
+def agent_kubeconfig(cluster: Cluster, api_client: ApiClient, namespace: str) -> Path:
+    """A kubeconfig for system:serviceaccount:<ns>:vm-dhcp-agent, allowed to read IPPools and
+    post Events in the namespace, and nothing else."""
+    rbac = RbacAuthorizationV1Api(api_client)
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "vm-dhcp-agent"},
+            "rules": [
+                {
+                    "apiGroups": [GROUP],
+                    "resources": ["ippools"],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "vm-dhcp-agent"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "vm-dhcp-agent",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "vm-dhcp-agent", "namespace": namespace}
+            ],
+        },
+    )
+    return cluster.mint(f"system:serviceaccount:{namespace}:vm-dhcp-agent")
+
+
+def dns_of(leases: dict[str, dict[str, Any]]) -> set[str]:
+    return {dns for record in leases.values() for dns in record["DNS"]}
+
+
+def test_initial_list_live_changes_and_deletion(
+    custom_api: CustomObjectsApi, namespace: str, agent_kubeconfig: Path, tmp_path: Path
+) -> None:
+    create_pool(custom_api, namespace, SEED)
+    args = ["--ippool-ref", f"{namespace}/net-48", "--kubeconfig", str(agent_kubeconfig)]
+    args += ["--dry-run", "--enable-cache-dump-api", "--name", "test-agent"]
+    with running_agent(args, tmp_path / "agent.log") as agent:
+        # ready only because the initial list was loaded: nothing changed since
+        leases = agent.leases()
+        assert {m: r["ClientIP"] for m, r in leases.items()} == {
+            "fa:cf:8e:50:82:fc": "192.168.48.82"
+        }
+        assert dns_of(leases) == {"1.1.1.1"}
+
+        custom_api.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "ippools",
+            "net-48",
+            {"spec": {"ipv4Config": {"dns": ["9.9.9.9"], "leaseTime": 600}}},
+        )
+        wait_for(lambda: dns_of(agent.leases()) == {"9.9.9.9"}, 10, "the new DNS in /leases")
+        assert {r["LeaseTime"] for r in agent.leases().values()} == {600}
+
+        moved = {"192.168.48.85": "FA:CF:8E:50:82:FC", "192.168.48.81": "EXCLUDED"}
+        custom_api.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            "ippools",
+            "net-48",
+            {"status": {"ipv4": {"allocated": None}}},
+        )
+        custom_api.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            "ippools",
+            "net-48",
+            {"status": {"ipv4": {"allocated": moved, "used": 1, "available": 7}}},
+        )
+        wait_for(
+            lambda: {r["ClientIP"] for r in agent.leases().values()} == {"192.168.48.85"},
+            10,
+            "the lease to follow the MAC to its new address",
+        )
+
+        custom_api.delete_namespaced_custom_object(GROUP, VERSION, namespace, "ippools", "net-48")
+        wait_for(lambda: not agent.ready(), 10, "the agent to stop serving a deleted pool")
+        assert agent.leases() == {}
+
+        create_pool(custom_api, namespace, SEED)
+        wait_for(agent.ready, 10, "the agent to serve the re-created pool")
+    assert "Traceback" not in agent.output()
+
+
+def test_kubernetes_mode_serves_what_file_mode_serves(
+    custom_api: CustomObjectsApi, namespace: str, agent_kubeconfig: Path, tmp_path: Path
+) -> None:
+    create_pool(custom_api, namespace, SEED)
+    fed = ["--ippool-ref", f"{namespace}/net-48", "--kubeconfig", str(agent_kubeconfig)]
+    pool_file = tmp_path / "pool.yaml"
+    pool_file.write_text(yaml.safe_dump(SEED))
+    common = ["--dry-run", "--enable-cache-dump-api"]
+    with (
+        running_agent([*fed, *common], tmp_path / "k8s.log") as from_api,
+        running_agent(
+            ["--ippool-file", str(pool_file), *common], tmp_path / "file.log"
+        ) as from_file,
+    ):
+        assert from_api.leases() == from_file.leases()
+        assert from_api.leases()  # and not trivially
+
+
+def restart_apiserver_later(cluster: Cluster) -> Callable[[], None]:
+    """Kill the API server now (etcd keeps the data); the returned function starts it again
+    with the same command line, ports and storage."""
+    assert cluster.rundir is not None
+    pidfile = cluster.rundir / "apiserver.pid"
+    pid = int(pidfile.read_text())
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    env_items = Path(f"/proc/{pid}/environ").read_bytes().rstrip(b"\0").split(b"\0")
+    env = dict(item.decode().split("=", 1) for item in env_items if b"=" in item)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10, "the API server to die")
+
+    log = str(pidfile.with_name("apiserver.log"))
+
+    def restart() -> None:
+        # posix_spawn rather than Popen: the server outlives this test (the session's
+        # teardown stops it through the pid file), and no Popen object may be left behind.
+        new_pid = os.posix_spawn(
+            argv[0].decode(),
+            [a.decode() for a in argv],
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_APPEND, 0),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+            ],
+            setsid=True,
+        )
+        pidfile.write_text(f"{new_pid}\n")
+
+    return restart
+
+
+def test_keeps_serving_while_the_api_server_is_away(
+    cluster: Cluster,
+    custom_api: CustomObjectsApi,
+    namespace: str,
+    agent_kubeconfig: Path,
+    tmp_path: Path,
+) -> None:
+    if cluster.rundir is None:
+        pytest.skip("needs a cluster started by this suite (it kills and restarts the API server)")
+    create_pool(custom_api, namespace, SEED)
+    args = ["--ippool-ref", f"{namespace}/net-48", "--kubeconfig", str(agent_kubeconfig)]
+    args += ["--dry-run", "--enable-cache-dump-api"]
+    with running_agent(args, tmp_path / "a.log") as agent:
+        before = agent.leases()
+        restart = restart_apiserver_later(cluster)
+        try:
+            wait_for(
+                lambda: "API server unreachable" in agent.output(),
+                30,
+                "the agent to notice the API server is gone",
+            )
+            assert agent.ready()
+            assert agent.leases() == before
+        finally:
+            restart()
+        wait_for(lambda: api_ready(custom_api, namespace), 60, "the API server to return")
+        custom_api.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "ippools",
+            "net-48",
+            {"spec": {"ipv4Config": {"dns": ["8.8.4.4"]}}},
+        )
+        wait_for(lambda: dns_of(agent.leases()) == {"8.8.4.4"}, 30, "the agent to resynchronise")
+
+
+def api_ready(custom_api: CustomObjectsApi, namespace: str) -> bool:
+    try:
+        custom_api.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "ippools", "net-48", _request_timeout=2
+        )
+    except Exception:
+        return False
+    return True
+
+
+async def test_decline_and_release_become_events_on_the_ippool(
+    cluster: Cluster, custom_api: CustomObjectsApi, namespace: str, agent_kubeconfig: Path
+) -> None:
+    from ipaddress import IPv4Address
+
+    from kubernetes.client import CoreV1Api
+
+    from vmdhcp.agent.events import EventPoster
+    from vmdhcp.dhcp import Declined, Released
+
+    create_pool(custom_api, namespace, SEED)
+    uid = custom_api.get_namespaced_custom_object(GROUP, VERSION, namespace, "ippools", "net-48")[
+        "metadata"
+    ]["uid"]
+    with cluster.api_client(agent_kubeconfig) as agent_api, cluster.api_client() as admin:
+        poster = EventPoster(agent_api, namespace, "net-48", "default-net-48-agent")
+        poster.uid = uid
+        mac, address = "fa:cf:8e:50:82:fc", IPv4Address("192.168.48.82")
+        poster.post(Declined(mac, address))
+        poster.post(Declined(mac, address))  # rate-limited: one Event a minute per MAC
+        poster.post(Released(mac, address))
+        await asyncio.gather(*poster._tasks)
+
+        def events() -> list[Any]:
+            items = CoreV1Api(admin).list_namespaced_event(namespace).items
+            return [e for e in items if e.involved_object.name == "net-48"]
+
+        found = wait_for(lambda: len(events()) >= 2 and events(), 10, "two events")
+    by_reason = {e.reason: e for e in found}
+    assert sorted(by_reason) == ["AddressDeclined", "AddressReleased"]
+    declined = by_reason["AddressDeclined"]
+    assert declined.type == "Warning"
+    assert declined.involved_object.kind == "IPPool"
+    assert declined.involved_object.uid == uid
+    assert "fa:cf:8e:50:82:fc declined 192.168.48.82" in declined.message
+    assert len(found) == 2

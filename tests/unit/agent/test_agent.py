@@ -1,0 +1,154 @@
+"""The agent's packet path and pool updates, without sockets: bytes in, bytes and a
+destination out, metrics and state observed."""
+
+import asyncio
+import json
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp.test_utils import TestClient, TestServer
+
+from vmdhcp.agent.app import Agent
+from vmdhcp.agent.config import load_config
+from vmdhcp.agent.http import make_app
+from vmdhcp.agent.sources import FileSource
+from vmdhcp.api import IPPool
+from vmdhcp.dhcp import Ingress, L2Unicast, parse
+
+PACKETS = Path(__file__).resolve().parents[2] / "data" / "packets"
+CLIENT = Ingress("eth1", IPv4Address("0.0.0.0"), 68)
+
+
+def packet_for(name: str, mac: str) -> bytes:
+    data = bytearray((PACKETS / name).read_bytes())
+    data[28:34] = bytes.fromhex(mac.replace(":", ""))
+    return bytes(data)
+
+
+def sample(metrics_text: str, name: str) -> float:
+    for line in metrics_text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in metrics")
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Agent:
+    (tmp_path / "p.yaml").write_text("{}")
+    return Agent(load_config(["--ippool-file", str(tmp_path / "p.yaml"), "--dry-run"], {}))
+
+
+async def test_not_ready_and_silent_until_a_pool_is_loaded(agent: Agent) -> None:
+    assert not agent.ready
+    assert "not loaded" in agent.not_ready_reason
+    assert agent.handle(packet_for("dhclient-discover.bin", "c6:d6:82:39:d3:c3"), CLIENT) is None
+    text = agent.metrics.render().decode()
+    assert sample(text, 'vmdhcp_agent_dropped_total{reason="not_ready"}') == 1
+
+
+async def test_known_mac_gets_an_offer_unknown_mac_silence(
+    agent: Agent, seed: dict[str, Any]
+) -> None:
+    await agent.apply(IPPool.model_validate(seed))
+    assert agent.ready
+    out = agent.handle(packet_for("dhclient-discover.bin", "C6:D6:82:39:D3:C3"), CLIENT)
+    assert out is not None
+    payload, destination = out
+    reply = parse(payload)
+    assert reply.yiaddr == IPv4Address("192.168.48.86")
+    assert destination == L2Unicast("c6:d6:82:39:d3:c3", IPv4Address("192.168.48.86"))
+    assert agent.handle(packet_for("dhclient-discover.bin", "02:00:00:00:00:99"), CLIENT) is None
+    assert agent.handle(b"\x01garbage", CLIENT) is None
+    text = agent.metrics.render().decode()
+    assert sample(text, 'vmdhcp_agent_packets_received_total{message_type="discover"}') == 2
+    assert sample(text, 'vmdhcp_agent_replies_sent_total{message_type="offer"}') == 1
+    assert sample(text, 'vmdhcp_agent_dropped_total{reason="unknown_mac"}') == 1
+    assert sample(text, 'vmdhcp_agent_dropped_total{reason="malformed"}') == 1
+    assert sample(text, "vmdhcp_agent_leases") == 2
+
+
+async def test_live_change_reaches_the_next_reply_and_bad_versions_are_refused(
+    agent: Agent, seed: dict[str, Any]
+) -> None:
+    await agent.apply(IPPool.model_validate(seed))
+    seed["spec"]["ipv4Config"]["dns"] = ["9.9.9.9"]
+    seed["status"]["ipv4"]["allocated"]["192.168.48.88"] = "c6:d6:82:39:d3:c3"
+    del seed["status"]["ipv4"]["allocated"]["192.168.48.86"]  # the MAC moved
+    await agent.apply(IPPool.model_validate(seed))
+    out = agent.handle(packet_for("dhclient-discover.bin", "c6:d6:82:39:d3:c3"), CLIENT)
+    assert out is not None
+    reply = parse(out[0])
+    assert reply.yiaddr == IPv4Address("192.168.48.88")
+    assert reply.options[6] == IPv4Address("9.9.9.9").packed
+
+    seed["spec"]["ipv4Config"]["serverIP"] = "not-an-ip"
+    await agent.apply(IPPool.model_validate(seed))  # refused: the previous state stays
+    assert agent.state is not None
+    assert str(agent.state.config.server_ip) == "192.168.48.77"
+    text = agent.metrics.render().decode()
+    assert sample(text, 'vmdhcp_agent_pool_reloads_total{result="error"}') == 1
+
+    await agent.apply(None)  # the pool is gone
+    assert not agent.ready
+    assert agent.lease_dump() == {}
+
+
+async def test_release_and_decline_are_counted(agent: Agent, seed: dict[str, Any]) -> None:
+    await agent.apply(IPPool.model_validate(seed))
+    decline = bytearray(packet_for("dhclient-request.bin", "c6:d6:82:39:d3:c3"))
+    options = parse(bytes(decline)).options
+    assert options[53] == b"\x03"
+    position = bytes(decline).index(b"\x35\x01\x03")
+    decline[position + 2] = 4  # DHCPDECLINE
+    assert agent.handle(bytes(decline), CLIENT) is None
+    text = agent.metrics.render().decode()
+    assert sample(text, 'vmdhcp_agent_dropped_total{reason="decline"}') == 1
+
+
+async def test_http_endpoints(agent: Agent, seed: dict[str, Any]) -> None:
+    app = make_app(agent, agent.metrics, cache_dump=True)
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.get("/healthz")).status == 200
+        response = await client.get("/readyz")
+        assert response.status == 503
+        assert "not loaded" in (await response.json())["reason"]
+        await agent.apply(IPPool.model_validate(seed))
+        assert (await client.get("/readyz")).status == 200
+        leases = await (await client.get("/leases")).json()
+        assert json.loads(leases["fa:e7:60:2e:37:dd"])["ClientIP"] == "192.168.48.87"
+        metrics = await (await client.get("/metrics")).text()
+        assert "vmdhcp_agent_leases 2.0" in metrics
+    app = make_app(agent, agent.metrics, cache_dump=False)
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.get("/leases")).status == 404
+
+
+async def test_file_source_delivers_versions_and_survives_a_broken_file(
+    tmp_path: Path, seed: dict[str, Any]
+) -> None:
+    path = tmp_path / "pool.yaml"
+    path.write_text(yaml.safe_dump(seed))
+    delivered: asyncio.Queue[IPPool | None] = asyncio.Queue()
+
+    async def deliver(pool: IPPool | None) -> None:
+        await delivered.put(pool)
+
+    task = asyncio.create_task(FileSource(path, deliver, interval=0.01).run())
+    try:
+        first = await asyncio.wait_for(delivered.get(), 5)
+        assert first is not None
+        assert first.spec.network_name == "default/net-48"
+        path.write_text("spec: [not, a, pool")
+        path.write_text(json.dumps({"kind": "IPPool", "spec": {"ipv4Config": {}}}))
+        seed["spec"]["ipv4Config"]["dns"] = ["8.8.8.8"]
+        path.write_text(json.dumps(seed))  # JSON is accepted too
+        second = await asyncio.wait_for(delivered.get(), 5)
+        assert second is not None
+        assert second.spec.ipv4_config is not None
+        assert second.spec.ipv4_config.dns == ["8.8.8.8"]
+        assert delivered.empty()
+    finally:
+        task.cancel()
