@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 AGENT = Path(sys.executable).parent / "vm-dhcp-agent"
+CONTROLLER = Path(sys.executable).parent / "vm-dhcp-controller"
 T = TypeVar("T")
 
 
@@ -90,10 +91,31 @@ def running_agent(
 ) -> Iterator[AgentProcess]:
     """Start the agent with `args` (plus its HTTP port), wait for /readyz, stop it with
     SIGTERM at the end and check that it exits 0."""
+    with running_process(AGENT, args, log, env, ready_timeout) as agent:
+        yield agent
+
+
+@contextmanager
+def running_controller(
+    args: Sequence[str], log: Path, env: dict[str, str] | None = None, ready_timeout: float = 30
+) -> Iterator[AgentProcess]:
+    """The same for `vm-dhcp-controller`."""
+    with running_process(CONTROLLER, args, log, env, ready_timeout) as controller:
+        yield controller
+
+
+@contextmanager
+def running_process(
+    program: Path,
+    args: Sequence[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 15,
+) -> Iterator[AgentProcess]:
     port = free_port()
     with log.open("w") as out:
         process = subprocess.Popen(
-            [str(AGENT), *args, "--http-address", "127.0.0.1", "--http-port", str(port)],
+            [str(program), *args, "--http-address", "127.0.0.1", "--http-port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
@@ -104,9 +126,11 @@ def running_agent(
         wait_for(
             lambda: agent.ready() or process.poll() is not None,
             ready_timeout,
-            "the agent to become ready",
+            f"{program.name} to become ready",
         )
-        assert process.poll() is None, f"agent exited {process.returncode}:\n{agent.output()}"
+        assert process.poll() is None, (
+            f"{program.name} exited {process.returncode}:\n{agent.output()}"
+        )
         yield agent
     finally:
         if process.poll() is None:
@@ -116,5 +140,5 @@ def running_agent(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-                raise AssertionError(f"agent ignored SIGTERM:\n{agent.output()}") from None
-    assert process.returncode == 0, f"agent exited {process.returncode}:\n{agent.output()}"
+                raise AssertionError(f"{program.name} ignored SIGTERM:\n{agent.output()}") from None
+    assert process.returncode == 0, f"{program.name} exited {process.returncode}:\n{agent.output()}"

@@ -1,7 +1,7 @@
 """Console entry points: `vm-dhcp-controller`, `vm-dhcp-agent`, `vm-dhcp-webhook`.
 
-Each component grows its real command line in its own issue; until then the entry point
-exists, says so, and exits 2 so that scripts cannot mistake it for a working component.
+Each parses its flags into a frozen config (one-line errors, exit 2), sets up logging
+and runs its asyncio main.
 """
 
 import asyncio
@@ -13,15 +13,6 @@ from collections.abc import Sequence
 COMPONENTS = ("controller", "agent", "webhook")
 
 
-def _not_implemented(component: str) -> int:
-    print(f"vm-dhcp-{component}: not implemented yet", file=sys.stderr)
-    return 2
-
-
-def controller_main(argv: Sequence[str] | None = None) -> int:
-    return _not_implemented("controller")
-
-
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=logging.DEBUG if level in ("DEBUG", "TRACE") else logging.INFO,
@@ -30,6 +21,25 @@ def _setup_logging(level: str) -> None:
     )
     for noisy in ("kubernetes", "urllib3", "aiohttp.access", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def controller_main(argv: Sequence[str] | None = None) -> int:
+    """`vm-dhcp-controller`: IPAM over the custom resources and one agent per IPPool."""
+    from vmdhcp.controller.app import run
+    from vmdhcp.controller.config import ConfigError, load_config
+
+    try:
+        config = load_config(sys.argv[1:] if argv is None else argv, os.environ)
+    except ConfigError as exc:
+        print(f"vm-dhcp-controller: error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(config.log_level)
+    if config.log_level != "TRACE":
+        logging.getLogger("kopf").setLevel(logging.WARNING)
+    try:
+        return asyncio.run(run(config))
+    except KeyboardInterrupt:
+        return 0
 
 
 def agent_main(argv: Sequence[str] | None = None) -> int:
@@ -50,7 +60,10 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
 
 
 def webhook_main(argv: Sequence[str] | None = None) -> int:
-    return _not_implemented("webhook")
+    """`vm-dhcp-webhook`: admission webhooks for the custom resources."""
+    from vmdhcp.webhook.cli import main as webhook
+
+    return webhook(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

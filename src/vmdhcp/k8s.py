@@ -3,11 +3,16 @@ of the package talks to the API server through these few typed functions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
 from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from vmdhcp.errors import VmdhcpError
 
 
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
@@ -56,3 +61,207 @@ def core_event(
         count=1,
         reporting_component=component,
     )
+
+
+# -- an asyncio-friendly adapter for the controller ---------------------------------------
+
+
+class ApiError(VmdhcpError):
+    """An API server refusal or failure, with the HTTP status (0: no answer at all)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message or reason or f"HTTP {status}")
+        self.status = status
+        self.reason = reason
+        self.message = message or reason
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+def _translate(exc: Exception) -> ApiError:
+    if isinstance(exc, ApiException):
+        message, reason = "", str(exc.reason or "")
+        try:
+            body = json.loads(exc.body or "{}")
+            message = str(body.get("message", ""))
+            reason = str(body.get("reason", reason))
+        except (ValueError, AttributeError):
+            message = str(exc.body or "")
+        return ApiError(int(exc.status or 0), reason, message)
+    return ApiError(0, type(exc).__name__, str(exc))
+
+
+def tuned_api_client(kubeconfig: str | None, context: str | None, pool_size: int) -> Any:
+    """An ApiClient whose connection pool matches the number of threads that share it."""
+    api = api_client(kubeconfig, context)
+    api.rest_client.pool_manager.connection_pool_kw["maxsize"] = pool_size
+    return api
+
+
+class Kube:
+    """Blocking client calls run in threads; every failure becomes an `ApiError`."""
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.coordination = client.CoordinationV1Api(api)
+        self.extensions = client.ApiextensionsV1Api(api)
+        self.writes = 0
+        """API writes made (create, patch, replace, delete), for the benchmark."""
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, write: bool, **kwargs: Any) -> Any:
+        if write:
+            self.writes += 1
+        try:
+            return await asyncio.to_thread(fn, *args, _request_timeout=30, **kwargs)
+        except Exception as exc:
+            raise _translate(exc) from exc
+
+    # custom resources
+    async def list_objects(self, group: str, version: str, plural: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            self.custom.list_cluster_custom_object, group, version, plural, write=False
+        )
+        return result
+
+    async def get_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            self.custom.get_namespaced_custom_object,
+            group,
+            version,
+            namespace,
+            plural,
+            name,
+            write=False,
+        )
+        return result
+
+    async def create_object(
+        self, group: str, version: str, namespace: str, plural: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            self.custom.create_namespaced_custom_object,
+            group,
+            version,
+            namespace,
+            plural,
+            body,
+            write=True,
+        )
+        return result
+
+    async def patch_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, body: Any
+    ) -> dict[str, Any]:
+        """A JSON merge patch (a dict) or JSON patch (a list)."""
+        result: dict[str, Any] = await self._call(
+            self.custom.patch_namespaced_custom_object,
+            group,
+            version,
+            namespace,
+            plural,
+            name,
+            body,
+            write=True,
+        )
+        return result
+
+    async def patch_status(
+        self, group: str, version: str, namespace: str, plural: str, name: str, body: Any
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            self.custom.patch_namespaced_custom_object_status,
+            group,
+            version,
+            namespace,
+            plural,
+            name,
+            body,
+            write=True,
+        )
+        return result
+
+    async def delete_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str
+    ) -> None:
+        await self._call(
+            self.custom.delete_namespaced_custom_object,
+            group,
+            version,
+            namespace,
+            plural,
+            name,
+            write=True,
+        )
+
+    # pods and events
+    async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        pod = await self._call(self.core.create_namespaced_pod, namespace, body, write=True)
+        result: dict[str, Any] = self.api.sanitize_for_serialization(pod)
+        return result
+
+    async def read_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        pod = await self._call(self.core.read_namespaced_pod, name, namespace, write=False)
+        result: dict[str, Any] = self.api.sanitize_for_serialization(pod)
+        return result
+
+    async def delete_pod(self, namespace: str, name: str, uid: str | None = None) -> None:
+        body = {"preconditions": {"uid": uid}} if uid else None
+        # The answer may be the Pod or a Status; the client cannot decode the latter.
+        await self._call(
+            self.core.delete_namespaced_pod,
+            name,
+            namespace,
+            body=body,
+            write=True,
+            _preload_content=False,
+        )
+
+    async def create_event(self, namespace: str, body: dict[str, Any]) -> None:
+        await self._call(self.core.create_namespaced_event, namespace, body, write=True)
+
+    # leases (leader election)
+    async def read_lease(self, namespace: str, name: str) -> dict[str, Any]:
+        lease = await self._call(
+            self.coordination.read_namespaced_lease, name, namespace, write=False
+        )
+        result: dict[str, Any] = self.api.sanitize_for_serialization(lease)
+        return result
+
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        lease = await self._call(
+            self.coordination.create_namespaced_lease, namespace, body, write=True
+        )
+        result: dict[str, Any] = self.api.sanitize_for_serialization(lease)
+        return result
+
+    async def replace_lease(
+        self, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        lease = await self._call(
+            self.coordination.replace_namespaced_lease, name, namespace, body, write=True
+        )
+        result: dict[str, Any] = self.api.sanitize_for_serialization(lease)
+        return result
+
+    # CRDs
+    async def apply_crd(self, body: dict[str, Any], field_manager: str) -> None:
+        """Server-side apply (creates or upgrades the CRD)."""
+        await self._call(
+            self.extensions.patch_custom_resource_definition,
+            body["metadata"]["name"],
+            body,
+            field_manager=field_manager,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+            write=True,
+        )

@@ -12,7 +12,7 @@ def run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
 
 
-@pytest.mark.parametrize("component", ["controller", "webhook"])
+@pytest.mark.parametrize("component", ["webhook"])
 def test_console_scripts_exist_and_refuse_until_implemented(component: str) -> None:
     done = run(BIN / f"vm-dhcp-{component}")
     assert done.returncode == 2

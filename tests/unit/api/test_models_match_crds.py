@@ -111,3 +111,11 @@ def test_the_comparison_catches_a_missing_field() -> None:
     problems: list[str] = []
     compare(IPPool.model_fields["spec"].annotation, schema["properties"]["spec"], "spec", problems)
     assert problems == ["spec.ipv4Config.leaseTime: only in the model"]
+
+
+def test_the_controllers_packaged_crds_are_the_published_ones() -> None:
+    packaged = CRDS.parent / "src" / "vmdhcp" / "crds"
+    names = sorted(p.name for p in CRDS.glob("*.yaml"))
+    assert names == sorted(p.name for p in packaged.glob("*.yaml"))
+    for name in names:
+        assert (packaged / name).read_bytes() == (CRDS / name).read_bytes(), name

@@ -1,0 +1,1 @@
+"""vm-dhcp-controller: IPAM over the custom resources, one agent per IPPool (control plane)."""

@@ -1,0 +1,180 @@
+"""Composition of the controller: CRDs, leader election, IPAM rebuild, kopf watches
+feeding the work queue, reconcile workers, HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import signal
+import socket
+import uuid
+from importlib import resources
+from typing import Any
+
+import kopf
+import yaml
+from aiohttp import web
+
+from vmdhcp import k8s
+from vmdhcp.api import GROUP, VERSION
+from vmdhcp.api.constants import (
+    AGENT_LABEL_VALUE,
+    KUBEVIRT_GROUP,
+    KUBEVIRT_VERSION,
+    LABEL_VM_DHCP_CONTROLLER,
+    NAD_GROUP,
+    NAD_PLURAL,
+    NAD_VERSION,
+    VM_PLURAL,
+)
+from vmdhcp.controller.config import ControllerConfig
+from vmdhcp.controller.engine import IPPOOLS, NADS, PODS, VMNETCFGS, VMS, Controller
+from vmdhcp.controller.http import make_app
+from vmdhcp.controller.leader import LeaderElector
+from vmdhcp.controller.metrics import ControllerMetrics
+
+log = logging.getLogger("vmdhcp.controller")
+
+WORKERS = 8
+THREADS = 16
+
+
+def packaged_crds() -> list[dict[str, Any]]:
+    folder = resources.files("vmdhcp") / "crds"
+    return [
+        yaml.safe_load(entry.read_text())
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".yaml")
+    ]
+
+
+def build_registry(controller: Controller, agent_namespace: str) -> kopf.OperatorRegistry:
+    """kopf only watches: every event goes to `Controller.observe`. No state-keeping
+    handlers, so kopf writes no annotations or finalizers on any object."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        if os.environ.get("KUBECONFIG") and os.path.exists(os.environ["KUBECONFIG"]):
+            return kopf.login_with_kubeconfig(**kwargs)
+        return kopf.login_with_service_account(**kwargs)
+
+    def watch(kind: str) -> Any:
+        async def handler(event: kopf.RawEvent, **_: Any) -> None:
+            controller.observe(kind, event.get("type"), dict(event["object"]))
+
+        return handler
+
+    kopf.on.event(GROUP, VERSION, "ippools", registry=registry)(watch(IPPOOLS))
+    kopf.on.event(GROUP, VERSION, "virtualmachinenetworkconfigs", registry=registry)(
+        watch(VMNETCFGS)
+    )
+    kopf.on.event(KUBEVIRT_GROUP, KUBEVIRT_VERSION, VM_PLURAL, registry=registry)(watch(VMS))
+    kopf.on.event(NAD_GROUP, NAD_VERSION, NAD_PLURAL, registry=registry)(watch(NADS))
+    kopf.on.event(
+        "",
+        "v1",
+        "pods",
+        labels={LABEL_VM_DHCP_CONTROLLER: AGENT_LABEL_VALUE},
+        when=lambda namespace, **_: namespace == agent_namespace,
+        registry=registry,
+    )(watch(PODS))
+    return registry
+
+
+def operator_settings(config: ControllerConfig) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    return settings
+
+
+async def run(config: ControllerConfig) -> int:
+    """Serve until SIGTERM or SIGINT (exit 0) or until the lease is lost (exit 1)."""
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(THREADS))
+    if config.kubeconfig:
+        os.environ["KUBECONFIG"] = config.kubeconfig
+    try:
+        api = await asyncio.to_thread(k8s.tuned_api_client, config.kubeconfig, None, THREADS)
+    except Exception as exc:
+        log.error("cannot load a kubeconfig or the in-cluster configuration: %s", exc)
+        return 1
+    kube = k8s.Kube(api)
+    controller = Controller(config, kube, ControllerMetrics())
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    standby = asyncio.Event()  # set while waiting for the lease: a standby is healthy
+
+    def ready() -> bool:
+        return controller.rebuilt or standby.is_set()
+
+    runner = web.AppRunner(make_app(controller, ready, config.cache_dump_api), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, config.http_host, config.http_port).start()
+    except OSError as exc:
+        log.error("cannot serve http on %s:%d: %s", config.http_host, config.http_port, exc)
+        await runner.cleanup()
+        return 1
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        if config.install_crds:
+            for crd in packaged_crds():
+                await kube.apply_crd(crd, field_manager=config.name)
+            log.info("custom resource definitions installed or upgraded")
+        elector = None
+        if config.leader_election:
+            identity = f"{config.name}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+            elector = LeaderElector(kube, config.leader_election_namespace, identity)
+            standby.set()
+            acquire = asyncio.create_task(elector.acquire())
+            waiter = asyncio.create_task(stop.wait())
+            await asyncio.wait({acquire, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if stop.is_set():
+                acquire.cancel()
+                return 0
+            standby.clear()
+        await controller.rebuild()
+        kopf_stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(controller.run_workers(WORKERS), name="workers"),
+            asyncio.create_task(
+                kopf.operator(
+                    registry=build_registry(controller, config.agent_namespace),
+                    settings=operator_settings(config),
+                    standalone=True,
+                    clusterwide=True,
+                    stop_flag=kopf_stop,
+                ),
+                name="kopf",
+            ),
+            asyncio.create_task(stop.wait(), name="signal"),
+        ]
+        if elector is not None:
+            tasks.append(asyncio.create_task(elector.keep(), name="lease"))
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finished = done.pop()
+        # kopf answers SIGTERM and SIGINT itself and then returns: a clean stop too
+        if finished.get_name() == "signal" or (
+            finished.get_name() == "kopf" and finished.exception() is None
+        ):
+            log.info("stopping")
+            kopf_stop.set()
+            return 0
+        if finished.get_name() != "lease" and finished.exception() is not None:
+            log.error("%s stopped: %s", finished.get_name(), finished.exception())
+        return 1
+    except k8s.ApiError as exc:
+        log.error("the API server refused: %s", exc)
+        return 1
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await runner.cleanup()

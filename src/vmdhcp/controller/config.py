@@ -1,0 +1,120 @@
+"""The controller's command line and environment (upstream's flags, plus a few)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from vmdhcp import __version__
+from vmdhcp.errors import VmdhcpError
+
+
+class ConfigError(VmdhcpError):
+    """A flag or variable the controller cannot start with; one line of text."""
+
+
+@dataclass(frozen=True)
+class Image:
+    repository: str
+    tag: str
+
+    def __str__(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+def parse_image(reference: str) -> Image:
+    """Split `registry:port/repo:tag` as upstream does: the tag follows the last colon
+    that comes after the last slash; no tag means `latest`."""
+    if reference.count(":") > 2:
+        raise ConfigError("invalid image name: multiple colons found")
+    slash = reference.rfind("/")
+    colon = reference.rfind(":")
+    if colon <= slash:
+        return Image(reference, "latest")
+    repository, tag = reference[:colon], reference[colon + 1 :]
+    if not tag:
+        raise ConfigError("invalid image name: colon without tag")
+    if ":" in repository[repository.rfind("/") + 1 :]:
+        raise ConfigError("invalid image name: multiple colons found")
+    return Image(repository, tag)
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    name: str
+    agent_namespace: str
+    agent_image: Image
+    agent_service_account: str
+    leader_election: bool
+    leader_election_namespace: str
+    no_agent: bool
+    no_dhcp: bool
+    cache_dump_api: bool
+    install_crds: bool
+    kubeconfig: str | None
+    http_host: str
+    http_port: int
+    log_level: str
+    status_flush_seconds: float = 0.2
+    """How long allocation changes of one pool gather before its status is written."""
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(message)
+
+
+def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig:
+    p = _Parser(prog="vm-dhcp-controller", description="IPAM and agents for VM networks.")
+    p.add_argument("--name", default=env.get("VM_DHCP_CONTROLLER_NAME", "vm-dhcp-controller"))
+    p.add_argument("--namespace", default=env.get("AGENT_NAMESPACE"), help="agent pods' namespace")
+    p.add_argument("--image", default=env.get("AGENT_IMAGE"), help="agent image")
+    p.add_argument(
+        "--service-account-name",
+        default=env.get("AGENT_SERVICE_ACCOUNT_NAME", "default"),
+        help="agent pods' service account",
+    )
+    p.add_argument("--no-leader-election", action="store_true")
+    p.add_argument("--leader-election-namespace", default="kube-system")
+    p.add_argument("--no-agent", action="store_true", help="do not run agent pods")
+    p.add_argument("--no-dhcp", action="store_true", help="agents run with --dry-run")
+    p.add_argument("--enable-cache-dump-api", action="store_true", help="/ipams and /caches")
+    p.add_argument("--skip-crds", action="store_true", help="do not install or upgrade the CRDs")
+    p.add_argument("--kubeconfig", default=env.get("KUBECONFIG"))
+    p.add_argument("--http-address", default="0.0.0.0")
+    p.add_argument("--http-port", type=int, default=8080)
+    p.add_argument(
+        "--debug", action="store_true", default=_truthy(env.get("VM_DHCP_CONTROLLER_DEBUG"))
+    )
+    p.add_argument(
+        "--trace", action="store_true", default=_truthy(env.get("VM_DHCP_CONTROLLER_TRACE"))
+    )
+    p.add_argument("--version", action="version", version=f"vm-dhcp-controller {__version__}")
+    args = p.parse_args(list(argv))
+    if not args.namespace:
+        raise ConfigError("--namespace (AGENT_NAMESPACE) is required: where agent pods run")
+    if not args.image and not args.no_agent:
+        raise ConfigError("--image (AGENT_IMAGE) is required unless --no-agent")
+    if not 0 < args.http_port < 65536:
+        raise ConfigError(f"--http-port {args.http_port} is not a port number")
+    return ControllerConfig(
+        name=args.name,
+        agent_namespace=args.namespace,
+        agent_image=parse_image(args.image) if args.image else Image("", ""),
+        agent_service_account=args.service_account_name,
+        leader_election=not args.no_leader_election,
+        leader_election_namespace=args.leader_election_namespace,
+        no_agent=args.no_agent,
+        no_dhcp=args.no_dhcp,
+        cache_dump_api=args.enable_cache_dump_api,
+        install_crds=not args.skip_crds,
+        kubeconfig=args.kubeconfig,
+        http_host=args.http_address,
+        http_port=args.http_port,
+        log_level="TRACE" if args.trace else "DEBUG" if args.debug else "INFO",
+    )

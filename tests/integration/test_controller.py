@@ -1,0 +1,508 @@
+"""vm-dhcp-controller against the real test API server: pools, agent pods, VMs, allocation,
+pause and resume, deletion, restart recovery, metrics and cache dumps.
+
+The server has no garbage collector, scheduler or kubelet: tests assert on owner
+references and pod specs, and play the kubelet by patching pod status."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from tests.agentproc import AgentProcess, running_controller, wait_for
+from tests.cluster import Cluster, create_namespace, delete_namespace, unique_namespace_name
+
+pytestmark = pytest.mark.cluster
+
+GROUP, VERSION = "network.harvesterhci.io", "v1alpha1"
+IMAGE = "registry.example:5000/vm-dhcp-agent:v1"
+FINALIZER = "network.harvesterhci.io/vm-dhcp-controller"
+
+POOL_SPEC = {
+    "networkName": "",
+    "ipv4Config": {
+        "serverIP": "192.168.48.77",
+        "cidr": "192.168.48.0/24",
+        "pool": {
+            "start": "192.168.48.81",
+            "end": "192.168.48.90",
+            "exclude": ["192.168.48.81", "192.168.48.90"],
+        },
+        "router": "192.168.48.1",
+        "dns": ["1.1.1.1"],
+        "leaseTime": 300,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def agent_namespace(cluster: Cluster) -> Iterator[str]:
+    name = unique_namespace_name("agents")
+    with cluster.api_client() as api:
+        create_namespace(api, name)
+        yield name
+        delete_namespace(api, name)
+
+
+@pytest.fixture(scope="module")
+def controller(
+    cluster: Cluster, agent_namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AgentProcess]:
+    log = tmp_path_factory.mktemp("controller") / "controller.log"
+    args = [
+        "--name", "vm-dhcp-controller-test",
+        "--namespace", agent_namespace,
+        "--image", IMAGE,
+        "--service-account-name", "vm-dhcp-agent",
+        "--no-leader-election",
+        "--enable-cache-dump-api",
+        "--kubeconfig", str(cluster.kubeconfig),
+    ]  # fmt: skip
+    with running_controller(args, log) as process:
+        yield process
+    assert "Traceback" not in process.output(), process.output()
+
+
+class Env:
+    """One test's namespace, with helpers to create and read the objects."""
+
+    def __init__(self, api: ApiClient, namespace: str, agent_namespace: str) -> None:
+        self.custom = CustomObjectsApi(api)
+        self.core = CoreV1Api(api)
+        self.ns = namespace
+        self.agents = agent_namespace
+
+    def nad(self, name: str = "net-48", cluster_network: str | None = "mgmt") -> None:
+        labels = (
+            {"network.harvesterhci.io/clusternetwork": cluster_network} if cluster_network else {}
+        )
+        body = {
+            "apiVersion": "k8s.cni.cncf.io/v1",
+            "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": name, "namespace": self.ns, "labels": labels},
+            "spec": {"config": "{}"},
+        }
+        self.custom.create_namespaced_custom_object(
+            "k8s.cni.cncf.io", "v1", self.ns, "network-attachment-definitions", body
+        )
+
+    def pool(self, name: str = "net-48", network: str = "net-48", **spec: Any) -> None:
+        body_spec = copy.deepcopy(POOL_SPEC)
+        body_spec["networkName"] = f"{self.ns}/{network}"
+        body_spec.update(spec)
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "IPPool",
+            "metadata": {"name": name},
+            "spec": body_spec,
+        }
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, "ippools", body)
+
+    def vm(
+        self,
+        name: str,
+        mac: str,
+        network: str = "net-48",
+        annotations: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachine",
+            "metadata": {"name": name, "annotations": annotations or {}},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "domain": {
+                            "devices": {
+                                "interfaces": [
+                                    {"name": "default", "masquerade": {}},
+                                    {"name": "nic-1", "bridge": {}, "macAddress": mac},
+                                ]
+                            }
+                        },
+                        "networks": [
+                            {"name": "default", "pod": {}},
+                            {"name": "nic-1", "multus": {"networkName": f"{self.ns}/{network}"}},
+                        ],
+                    }
+                }
+            },
+        }
+        result: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            "kubevirt.io", "v1", self.ns, "virtualmachines", body
+        )
+        return result
+
+    def get(self, plural: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.ns, plural, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
+    def patch(self, plural: str, name: str, body: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, plural, name, body)
+
+    def condition(self, plural: str, name: str, kind: str) -> dict[str, Any] | None:
+        obj = self.get(plural, name) or {}
+        for condition in (obj.get("status") or {}).get("conditions") or []:
+            if condition["type"] == kind:
+                return dict(condition)
+        return None
+
+    def allocated(self, pool: str = "net-48") -> dict[str, str]:
+        obj = self.get("ippools", pool) or {}
+        return dict(((obj.get("status") or {}).get("ipv4") or {}).get("allocated") or {})
+
+    def addresses(self, cfg: str) -> list[tuple[str, str, str]]:
+        obj = self.get("virtualmachinenetworkconfigs", cfg) or {}
+        return [
+            (e.get("macAddress"), e.get("allocatedIPAddress"), e.get("state"))
+            for e in (obj.get("status") or {}).get("networkConfigs") or []
+        ]
+
+    def agent_pod(self, pool: str = "net-48") -> dict[str, Any] | None:
+        name = f"{self.ns}-{pool}-agent"
+        try:
+            pod = self.core.read_namespaced_pod(name, self.agents)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        result: dict[str, Any] = self.core.api_client.sanitize_for_serialization(pod)
+        return result
+
+    def mark_pod_ready(self, name: str) -> None:
+        status = {
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+        }
+        self.core.patch_namespaced_pod_status(name, self.agents, status)
+
+
+@pytest.fixture
+def env(
+    api_client: ApiClient, namespace: str, agent_namespace: str, controller: AgentProcess
+) -> Env:
+    return Env(api_client, namespace, agent_namespace)
+
+
+def is_true(env: Env, plural: str, name: str, kind: str) -> Callable[[], bool]:
+    return lambda: (env.condition(plural, name, kind) or {}).get("status") == "True"
+
+
+def test_pool_gets_finalizer_nad_link_agent_pod_and_status(
+    env: Env, controller: AgentProcess
+) -> None:
+    env.nad()
+    env.pool()
+    wait_for(is_true(env, "ippools", "net-48", "CacheReady"), 15, "CacheReady")
+    pod = wait_for(env.agent_pod, 15, "the agent pod")
+    pool = env.get("ippools", "net-48")
+    assert pool is not None
+    assert FINALIZER in pool["metadata"]["finalizers"]
+    nad = env.custom.get_namespaced_custom_object(
+        "k8s.cni.cncf.io", "v1", env.ns, "network-attachment-definitions", "net-48"
+    )
+    assert nad["metadata"]["labels"]["network.harvesterhci.io/ippool-namespace"] == env.ns
+    assert nad["metadata"]["labels"]["network.harvesterhci.io/ippool-name"] == "net-48"
+
+    name = f"{env.ns}-net-48-agent"
+    assert pod["metadata"]["labels"] == {
+        "network.harvesterhci.io/vm-dhcp-controller": "agent",
+        "network.harvesterhci.io/ippool-namespace": env.ns,
+        "network.harvesterhci.io/ippool-name": "net-48",
+    }
+    assert json.loads(pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"]) == [
+        {"namespace": env.ns, "name": "net-48", "interface": "eth1"}
+    ]
+    spec = pod["spec"]
+    term = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["nodeSelectorTerms"][0]["matchExpressions"] == [
+        {"key": "network.harvesterhci.io/mgmt", "operator": "In", "values": ["true"]}
+    ]
+    assert spec["serviceAccountName"] == "vm-dhcp-agent"
+    init = spec["initContainers"][0]
+    assert init["name"] == "ip-setter"
+    assert init["image"] == IMAGE
+    assert init["imagePullPolicy"] == "IfNotPresent"
+    assert "ip address add 192.168.48.77/24 dev eth1" in init["command"][2]
+    agent = spec["containers"][0]
+    assert agent["image"] == IMAGE
+    assert agent["args"] == ["--ippool-ref", f"{env.ns}/net-48"]
+    assert agent["env"] == [{"name": "VM_DHCP_AGENT_NAME", "value": name}]
+    assert agent["securityContext"]["capabilities"]["add"] == ["NET_ADMIN"]
+    assert agent["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+    status = (env.get("ippools", "net-48") or {})["status"]
+    assert status["ipv4"]["used"] == 0
+    assert status["ipv4"]["available"] == 8
+    assert status["ipv4"]["allocated"] == {"192.168.48.81": "EXCLUDED", "192.168.48.90": "EXCLUDED"}
+    assert status["agentPodRef"] == {
+        "namespace": env.agents,
+        "name": name,
+        "image": IMAGE,
+        "uid": pod["metadata"]["uid"],
+    }
+    agent_ready = env.condition("ippools", "net-48", "AgentReady") or {}
+    assert agent_ready["status"] == "False"
+    assert agent_ready["reason"] == "Error"
+    assert agent_ready["message"] == f"agent pod {name} not ready"
+    assert (env.condition("ippools", "net-48", "Stopped") or {})["status"] == "False"
+
+    env.mark_pod_ready(name)
+    wait_for(
+        is_true(env, "ippools", "net-48", "AgentReady"), 15, "AgentReady after the pod is ready"
+    )
+    ready = env.condition("ippools", "net-48", "AgentReady") or {}
+    assert ready["lastTransitionTime"] >= agent_ready["lastTransitionTime"]
+    assert ready["message"] == ""
+
+
+def test_missing_cluster_network_label_is_reported(env: Env) -> None:
+    env.nad(cluster_network=None)
+    env.pool()
+    wait_for(
+        lambda: (env.condition("ippools", "net-48", "Registered") or {}).get("message"),
+        15,
+        "Registered",
+    )
+    registered = env.condition("ippools", "net-48", "Registered") or {}
+    assert registered["status"] == "False"
+    assert registered["message"] == f"could not find clusternetwork for nad {env.ns}/net-48"
+    assert env.agent_pod() is None
+
+
+def test_vm_gets_a_vmnetcfg_and_the_lowest_free_address(env: Env, controller: AgentProcess) -> None:
+    env.nad()
+    env.pool()
+    wait_for(is_true(env, "ippools", "net-48", "CacheReady"), 15, "CacheReady")
+    vm = env.vm("vm-a", "FA:CF:8E:50:82:FC")
+    cfg = wait_for(lambda: env.get("virtualmachinenetworkconfigs", "vm-a"), 15, "the vmnetcfg")
+    assert cfg["spec"] == {
+        "vmName": "vm-a",
+        "networkConfigs": [{"networkName": f"{env.ns}/net-48", "macAddress": "fa:cf:8e:50:82:fc"}],
+    }
+    assert cfg["metadata"]["labels"] == {"harvesterhci.io/vmName": "vm-a"}
+    assert cfg["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachine",
+            "name": "vm-a",
+            "uid": vm["metadata"]["uid"],
+        }
+    ]
+    assert FINALIZER in cfg["metadata"]["finalizers"]
+    wait_for(
+        lambda: env.addresses("vm-a") == [("fa:cf:8e:50:82:fc", "192.168.48.82", "Allocated")],
+        15,
+        "allocation",
+    )
+    assert is_true(env, "virtualmachinenetworkconfigs", "vm-a", "Allocated")()
+    wait_for(
+        lambda: env.allocated().get("192.168.48.82") == "fa:cf:8e:50:82:fc", 15, "the pool status"
+    )
+    pool = env.get("ippools", "net-48") or {}
+    assert pool["status"]["ipv4"]["used"] == 1
+    assert pool["status"]["ipv4"]["available"] == 7
+
+    network = f"{env.ns}/net-48"
+    assert controller.get(f"/caches/{network}") == (200, {"fa:cf:8e:50:82:fc": "192.168.48.82"})
+    status, ipams = controller.get(f"/ipams/{network}")
+    assert status == 200
+    assert ipams["192.168.48.82"] == "true"
+    assert ipams["192.168.48.83"] == "false"
+    assert "192.168.48.81" not in ipams
+    assert len(ipams) == 8
+    status, text = controller.get("/ipams/nope/nope")
+    assert status == 500
+    assert text == "failed to list ipam of nope/nope: network nope/nope does not exist"
+    labels = f'ippool="{env.ns}/net-48",network="{network}"'
+    assert (
+        controller.metric(f'vmdhcpcontroller_ippool_used{{cidr="192.168.48.0/24",{labels}}}') == 1
+    )
+    series = (
+        f'vmdhcpcontroller_vmnetcfg_status{{ip="192.168.48.82",mac="fa:cf:8e:50:82:fc",'
+        f'network="{network}",state="Allocated",vmnetcfg="{env.ns}/vm-a"}}'
+    )
+    assert controller.metric(series) == 1
+
+    # the VM goes: its vmnetcfg goes (no garbage collector here), the address is freed
+    env.custom.delete_namespaced_custom_object(
+        "kubevirt.io", "v1", env.ns, "virtualmachines", "vm-a"
+    )
+    wait_for(
+        lambda: env.get("virtualmachinenetworkconfigs", "vm-a") is None, 15, "vmnetcfg deletion"
+    )
+    wait_for(lambda: "192.168.48.82" not in env.allocated(), 15, "the release in the pool status")
+    env.vm("vm-b", "02:00:00:00:00:0b")
+    wait_for(
+        lambda: env.addresses("vm-b") == [("02:00:00:00:00:0b", "192.168.48.82", "Allocated")],
+        15,
+        "reuse",
+    )
+    metrics = controller.get("/metrics")[1]
+    assert f'vmnetcfg="{env.ns}/vm-a"' not in metrics
+
+
+def test_static_addresses_follow_the_spec_and_annotation(env: Env) -> None:
+    env.nad()
+    env.pool()
+    wait_for(is_true(env, "ippools", "net-48", "CacheReady"), 15, "CacheReady")
+    env.vm(
+        "vm-s",
+        "02:00:00:00:00:05",
+        annotations={"static-ip.harvesterhci.io/nic-1": "192.168.48.88"},
+    )
+    wait_for(
+        lambda: env.addresses("vm-s") == [("02:00:00:00:00:05", "192.168.48.88", "Allocated")],
+        15,
+        "static",
+    )
+    cfg = env.get("virtualmachinenetworkconfigs", "vm-s") or {}
+    assert cfg["spec"]["networkConfigs"][0]["ipAddress"] == "192.168.48.88"
+    # a changed static address for the same MAC moves the allocation (upstream ignores it)
+    env.patch(
+        "virtualmachinenetworkconfigs",
+        "vm-s",
+        {
+            "spec": {
+                "networkConfigs": [
+                    {
+                        "networkName": f"{env.ns}/net-48",
+                        "macAddress": "02:00:00:00:00:05",
+                        "ipAddress": "192.168.48.86",
+                    }
+                ]
+            }
+        },
+    )
+    wait_for(
+        lambda: env.addresses("vm-s") == [("02:00:00:00:00:05", "192.168.48.86", "Allocated")],
+        15,
+        "move",
+    )
+    wait_for(
+        lambda: "192.168.48.88" not in env.allocated() and "192.168.48.86" in env.allocated(),
+        15,
+        "pool",
+    )
+    # an excluded address is refused with the reason
+    env.patch(
+        "virtualmachinenetworkconfigs",
+        "vm-s",
+        {
+            "spec": {
+                "networkConfigs": [
+                    {
+                        "networkName": f"{env.ns}/net-48",
+                        "macAddress": "02:00:00:00:00:05",
+                        "ipAddress": "192.168.48.90",
+                    }
+                ]
+            }
+        },
+    )
+    wait_for(
+        lambda: (
+            (env.condition("virtualmachinenetworkconfigs", "vm-s", "Allocated") or {}).get("status")
+            == "False"
+        ),
+        15,
+        "refusal",
+    )
+    message = (env.condition("virtualmachinenetworkconfigs", "vm-s", "Allocated") or {})["message"]
+    assert message == "designated ip 192.168.48.90 is excluded from the pool"
+
+
+def test_same_mac_in_two_vmnetcfgs_does_not_share_an_address(env: Env) -> None:
+    env.nad()
+    env.pool()
+    wait_for(is_true(env, "ippools", "net-48", "CacheReady"), 15, "CacheReady")
+    for name in ("dup-1", "dup-2"):
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "VirtualMachineNetworkConfig",
+            "metadata": {"name": name},
+            "spec": {
+                "vmName": name,
+                "networkConfigs": [
+                    {"networkName": f"{env.ns}/net-48", "macAddress": "02:00:00:00:00:99"}
+                ],
+            },
+        }
+        env.custom.create_namespaced_custom_object(
+            GROUP, VERSION, env.ns, "virtualmachinenetworkconfigs", body
+        )
+        wait_for(
+            lambda n=name: env.condition("virtualmachinenetworkconfigs", n, "Allocated"),
+            15,
+            "a verdict",
+        )
+    verdicts = {
+        n: (env.condition("virtualmachinenetworkconfigs", n, "Allocated") or {})["status"]
+        for n in ("dup-1", "dup-2")
+    }
+    assert verdicts == {"dup-1": "True", "dup-2": "False"}
+    message = (env.condition("virtualmachinenetworkconfigs", "dup-2", "Allocated") or {})["message"]
+    network = f"{env.ns}/net-48"
+    assert message == (
+        f"mac 02:00:00:00:00:99 on network {network} is already used by vmnetcfg {env.ns}/dup-1"
+    )
+
+
+def test_pause_and_resume(env: Env) -> None:
+    env.nad()
+    env.pool()
+    wait_for(env.agent_pod, 15, "the agent pod")
+    env.vm("vm-p", "02:00:00:00:00:07")
+    wait_for(
+        lambda: env.addresses("vm-p") == [("02:00:00:00:00:07", "192.168.48.82", "Allocated")],
+        15,
+        "allocation",
+    )
+
+    env.patch("ippools", "net-48", {"spec": {"paused": True}})
+    wait_for(is_true(env, "ippools", "net-48", "Stopped"), 15, "Stopped")
+    wait_for(lambda: env.agent_pod() is None, 15, "the agent pod to go")
+    assert env.allocated().get("192.168.48.82") == "02:00:00:00:00:07"  # allocations kept
+    env.patch("ippools", "net-48", {"spec": {"paused": False}})
+    wait_for(env.agent_pod, 15, "the agent pod to return")
+
+    env.patch("virtualmachinenetworkconfigs", "vm-p", {"spec": {"paused": True}})
+    wait_for(
+        lambda: env.addresses("vm-p") == [("02:00:00:00:00:07", "192.168.48.82", "Pending")],
+        15,
+        "Pending",
+    )
+    assert is_true(env, "virtualmachinenetworkconfigs", "vm-p", "Disabled")()
+    wait_for(lambda: "192.168.48.82" not in env.allocated(), 15, "the address freed in the pool")
+    env.patch("virtualmachinenetworkconfigs", "vm-p", {"spec": {"paused": False}})
+    wait_for(
+        lambda: env.addresses("vm-p") == [("02:00:00:00:00:07", "192.168.48.82", "Allocated")],
+        15,
+        "resume",
+    )
+
+
+def test_pool_deletion_cleans_up(env: Env) -> None:
+    env.nad()
+    env.pool()
+    wait_for(env.agent_pod, 15, "the agent pod")
+    env.custom.delete_namespaced_custom_object(GROUP, VERSION, env.ns, "ippools", "net-48")
+    wait_for(lambda: env.get("ippools", "net-48") is None, 15, "the finalizer to be removed")
+    wait_for(lambda: env.agent_pod() is None, 15, "the agent pod to be deleted")
+    nad = env.custom.get_namespaced_custom_object(
+        "k8s.cni.cncf.io", "v1", env.ns, "network-attachment-definitions", "net-48"
+    )
+    labels = nad["metadata"].get("labels") or {}
+    assert "network.harvesterhci.io/ippool-name" not in labels

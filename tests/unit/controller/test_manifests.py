@@ -1,0 +1,120 @@
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from vmdhcp.controller.config import Image
+from vmdhcp.controller.manifests import DesiredNic, agent_pod, agent_pod_name, nics_from_vm
+
+
+def test_agent_pod_names_follow_upstream() -> None:
+    assert agent_pod_name("default", "net-48") == "default-net-48-agent"
+    long_ns, long_name = "a" * 30, "b" * 40
+    full = f"{long_ns}-{long_name}"
+    digest = hashlib.sha256(full.encode()).hexdigest()
+    assert agent_pod_name(long_ns, long_name) == f"{full[:51]}-{digest[:5]}-agent"
+    namespace, pool = "x" * 30, "y" * 19 + "-" + "z" * 20  # index 50 of the joined name: "-"
+    name = agent_pod_name(namespace, pool)
+    full = f"{namespace}-{pool}"
+    assert full[50] == "-"
+    assert name == f"{full[:50]}-{hashlib.sha256(full.encode()).hexdigest()[:6]}-agent"
+    assert len(name) <= 63
+
+
+def test_agent_pod_dry_run_and_prefix() -> None:
+    pod = agent_pod(
+        pool_namespace="default",
+        pool_name="net-48",
+        network_name="net-48",
+        server_ip="10.1.2.3",
+        cidr="10.1.0.0/16",
+        cluster_network="vlan",
+        agent_namespace="harvester-system",
+        service_account="agent",
+        image=Image("rancher/agent", "v2"),
+        dry_run=True,
+    )
+    assert pod["spec"]["containers"][0]["args"] == ["--ippool-ref", "default/net-48", "--dry-run"]
+    assert "ip address add 10.1.2.3/16 dev eth1" in pod["spec"]["initContainers"][0]["command"][2]
+    annotation = json.loads(pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"])
+    assert annotation == [{"namespace": "default", "name": "net-48", "interface": "eth1"}]
+
+
+def vm(
+    interfaces: list[dict[str, Any]],
+    networks: list[dict[str, Any]],
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "vm", "namespace": "team", "annotations": annotations or {}},
+        "spec": {
+            "template": {
+                "spec": {"domain": {"devices": {"interfaces": interfaces}}, "networks": networks}
+            }
+        },
+    }
+
+
+MULTUS = [{"name": "nic-1", "multus": {"networkName": "default/net-48"}}]
+
+
+def test_vm_without_mac_gets_nothing() -> None:
+    assert nics_from_vm(vm([{"name": "nic-1"}], MULTUS)) == ([], [])
+
+
+def test_mac_from_annotation_and_spec_wins() -> None:
+    annotation = {"harvesterhci.io/mac-address": json.dumps({"nic-1": "aa:aa:aa:aa:aa:aa"})}
+    assert nics_from_vm(vm([{"name": "nic-1"}], MULTUS, annotation))[0] == [
+        DesiredNic("default/net-48", "aa:aa:aa:aa:aa:aa")
+    ]
+    both = vm([{"name": "nic-1", "macAddress": "BB:BB:BB:BB:BB:BB"}], MULTUS, annotation)
+    assert nics_from_vm(both)[0] == [DesiredNic("default/net-48", "bb:bb:bb:bb:bb:bb")]
+
+
+def test_pod_network_nics_are_skipped_and_order_is_the_vms() -> None:
+    interfaces = [
+        {"name": "default", "macAddress": "02:00:00:00:00:01"},
+        {"name": "z-nic", "macAddress": "02:00:00:00:00:03"},
+        {"name": "a-nic", "macAddress": "02:00:00:00:00:02"},
+    ]
+    networks = [
+        {"name": "default", "pod": {}},
+        {"name": "a-nic", "multus": {"networkName": "net-a"}},
+        {"name": "z-nic", "multus": {"networkName": "other/net-z"}},
+    ]
+    nics, warnings = nics_from_vm(vm(interfaces, networks))
+    assert nics == [
+        DesiredNic("other/net-z", "02:00:00:00:00:03"),
+        DesiredNic("team/net-a", "02:00:00:00:00:02"),  # no namespace: the VM's own
+    ]
+    assert warnings == []
+
+
+@pytest.mark.parametrize(
+    ("annotations", "ip", "warning"),
+    [
+        ({"static-ip.harvesterhci.io/nic-1": "192.168.48.50"}, "192.168.48.50", None),
+        (
+            {"static-ip.harvesterhci.io/nic-1": "banana"},
+            None,
+            "static ip annotation value is not a valid IPv4 address",
+        ),
+        (
+            {"static-ip.harvesterhci.io/nic-9": "192.168.48.50"},
+            None,
+            "static ip annotation references unknown nic nic-9",
+        ),
+        ({"harvesterhci.io/mac-address": "{not json"}, None, "is not valid JSON"),
+    ],
+)
+def test_annotations(annotations: dict[str, str], ip: str | None, warning: str | None) -> None:
+    nics, warnings = nics_from_vm(
+        vm([{"name": "nic-1", "macAddress": "02:00:00:00:00:01"}], MULTUS, annotations)
+    )
+    assert nics == [DesiredNic("default/net-48", "02:00:00:00:00:01", ip)]
+    if warning is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1
+        assert warning in warnings[0]
