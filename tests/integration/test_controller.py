@@ -506,3 +506,51 @@ def test_pool_deletion_cleans_up(env: Env) -> None:
     )
     labels = nad["metadata"].get("labels") or {}
     assert "network.harvesterhci.io/ippool-name" not in labels
+
+
+def test_nad_annotation_creates_and_updates_its_pool(env: Env) -> None:
+    annotation = {"cidr": "10.10.0.0/24", "router": "10.10.0.1", "dns": ["10.10.0.2"]}
+    body = {
+        "apiVersion": "k8s.cni.cncf.io/v1",
+        "kind": "NetworkAttachmentDefinition",
+        "metadata": {
+            "name": "vlan10",
+            "namespace": env.ns,
+            "labels": {"network.harvesterhci.io/clusternetwork": "mgmt"},
+            "annotations": {"network.harvesterhci.io/dhcp-pool": json.dumps(annotation)},
+        },
+        "spec": {"config": "{}"},
+    }
+    nad = env.custom.create_namespaced_custom_object(
+        "k8s.cni.cncf.io", "v1", env.ns, "network-attachment-definitions", body
+    )
+    pool = wait_for(lambda: env.get("ippools", "vlan10"), 15, "the ippool from the annotation")
+    assert pool["spec"]["networkName"] == f"{env.ns}/vlan10"
+    assert pool["spec"]["ipv4Config"] == {
+        "cidr": "10.10.0.0/24",
+        "router": "10.10.0.1",
+        "dns": ["10.10.0.2"],
+        "serverIP": "10.10.0.2",  # the webhook's default: lowest address that is not the router
+        "pool": {"start": "10.10.0.1", "end": "10.10.0.254"},
+    }
+    assert pool["metadata"]["ownerReferences"][0]["uid"] == nad["metadata"]["uid"]
+    wait_for(is_true(env, "ippools", "vlan10", "CacheReady"), 15, "the pool to be served")
+
+    annotation["dns"] = ["9.9.9.9"]
+    env.custom.patch_namespaced_custom_object(
+        "k8s.cni.cncf.io",
+        "v1",
+        env.ns,
+        "network-attachment-definitions",
+        "vlan10",
+        {
+            "metadata": {
+                "annotations": {"network.harvesterhci.io/dhcp-pool": json.dumps(annotation)}
+            }
+        },
+    )
+    wait_for(
+        lambda: (env.get("ippools", "vlan10") or {})["spec"]["ipv4Config"]["dns"] == ["9.9.9.9"],
+        15,
+        "the pool to follow the annotation",
+    )

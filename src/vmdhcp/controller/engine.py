@@ -11,6 +11,7 @@ loses nothing that a restart does not rebuild.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from vmdhcp.api import (
     split_network_name,
 )
 from vmdhcp.api.constants import (
+    ANNOTATION_DHCP_POOL,
     ANNOTATION_HOLD_AGENT_UPGRADE,
     KUBEVIRT_GROUP,
     KUBEVIRT_VERSION,
@@ -54,6 +56,7 @@ from vmdhcp.controller.workqueue import WorkQueue
 from vmdhcp.ipam import DesignationError, Ipam, IpamError, Pool
 from vmdhcp.k8s import ApiError, Kube
 from vmdhcp.mac import InvalidMac, normalize_mac
+from vmdhcp.validation.mutate import ippool_defaults
 
 log = logging.getLogger("vmdhcp.controller")
 
@@ -135,6 +138,8 @@ class Controller:
             pool_ref = self.pool_of_network.get(f"{ref[0]}/{ref[1]}")
             if pool_ref is not None:
                 self.queue.add((IPPOOLS, *pool_ref))
+            if ANNOTATION_DHCP_POOL in (meta.get("annotations") or {}):
+                self.queue.add((NADS, *ref))
         else:
             self.queue.add((kind, *ref))
 
@@ -241,6 +246,7 @@ class Controller:
             IPPOOLS: self.reconcile_ippool,
             VMNETCFGS: self.reconcile_vmnetcfg,
             VMS: self.reconcile_vm,
+            NADS: self.reconcile_nad,
         }
         while True:
             key = await self.queue.get()
@@ -759,6 +765,83 @@ class Controller:
             self._remember(VMNETCFGS, updated)
             self.queue.add((VMNETCFGS, *ref))
 
+    # -- NetworkAttachmentDefinition: a pool along with the VM network -----------------------
+
+    async def reconcile_nad(self, ref: tuple[str, str]) -> None:
+        """A NAD annotated `network.harvesterhci.io/dhcp-pool: {<ipv4Config fields>}` gets an
+        IPPool of its own namespace and name, owned by the NAD, with the webhook's defaults
+        for missing fields; later annotation changes update the pool's mutable options."""
+        nad = self.objects[NADS].get(ref)
+        if nad is None or _meta(nad).get("deletionTimestamp"):
+            return
+        meta = _meta(nad)
+        raw = (meta.get("annotations") or {}).get(ANNOTATION_DHCP_POOL)
+        if not raw:
+            return
+        try:
+            config = json.loads(raw)
+            if not isinstance(config, dict):
+                raise ValueError("not a JSON object")
+            body: Body = {"spec": {"ipv4Config": config}}
+            for op in ippool_defaults(body):
+                _apply_add(body, op["path"], op["value"])
+        except ValueError as exc:
+            message = f"annotation {ANNOTATION_DHCP_POOL} cannot make an IPPool: {exc}"
+            log.warning("nad %s/%s: %s", *ref, message)
+            self._events.post(
+                nad, "NetworkAttachmentDefinition", "InvalidDHCPPool", message, warning=True
+            )
+            return
+        spec = {"networkName": f"{ref[0]}/{ref[1]}", "ipv4Config": body["spec"]["ipv4Config"]}
+        existing = self.objects[IPPOOLS].get(ref)
+        if existing is None:
+            pool = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "IPPool",
+                "metadata": {
+                    "name": ref[1],
+                    "namespace": ref[0],
+                    "ownerReferences": [
+                        {
+                            "apiVersion": f"{NAD_GROUP}/{NAD_VERSION}",
+                            "kind": "NetworkAttachmentDefinition",
+                            "name": ref[1],
+                            "uid": meta.get("uid"),
+                        }
+                    ],
+                },
+                "spec": spec,
+            }
+            try:
+                created = await self.kube.create_object(GROUP, VERSION, ref[0], "ippools", pool)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                return
+            self._remember(IPPOOLS, created)
+            self._events.post(
+                nad,
+                "NetworkAttachmentDefinition",
+                "IPPoolCreated",
+                f"created ippool {ref[0]}/{ref[1]}",
+            )
+            return
+        owners = _meta(existing).get("ownerReferences") or []
+        if not any(o.get("uid") == meta.get("uid") for o in owners):
+            return  # a pool someone else made: not ours to change
+        current = (existing.get("spec") or {}).get("ipv4Config") or {}
+        mutable = ("dns", "domainName", "domainSearch", "ntp", "leaseTime")
+        changes = {
+            k: spec["ipv4Config"].get(k)
+            for k in mutable
+            if spec["ipv4Config"].get(k) != current.get(k)
+        }
+        if changes:
+            updated = await self.kube.patch_object(
+                GROUP, VERSION, ref[0], "ippools", ref[1], {"spec": {"ipv4Config": changes}}
+            )
+            self._remember(IPPOOLS, updated)
+
     # -- views for the HTTP API ------------------------------------------------------------
 
     def ipam_dump(self, network: str, limit: int = 1 << 16) -> dict[str, str] | None:
@@ -782,6 +865,15 @@ class Controller:
         if network not in self.ipam:
             return None
         return {mac: str(ip) for ip, mac in self.ipam.pool(network).allocations().items()}
+
+
+def _apply_add(body: Body, path: str, value: Any) -> None:
+    """Apply one JSON-patch `add` to nested dicts (the defaults' paths are all objects)."""
+    *parents, last = path.strip("/").split("/")
+    node = body
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
 
 
 def _free_for(pool: Pool, address: str, mac: str) -> bool:
