@@ -554,3 +554,128 @@ def test_nad_annotation_creates_and_updates_its_pool(env: Env) -> None:
         15,
         "the pool to follow the annotation",
     )
+
+
+# -- upstream's bugs (reference section 9.2), each with a test upstream would fail ---------
+
+
+def test_mac_change_on_the_vm_moves_the_allocation_and_keeps_a_users_ip(env: Env) -> None:
+    env.nad()
+    env.pool()
+    wait_for(is_true(env, "ippools", "net-48", "CacheReady"), 15, "CacheReady")
+    env.vm("vm-m", "02:00:00:00:00:21")
+    wait_for(
+        lambda: env.addresses("vm-m") == [("02:00:00:00:00:21", "192.168.48.82", "Allocated")],
+        15,
+        "first",
+    )
+    # a user pins the address on the VM-owned vmnetcfg (upstream drops it on the next VM event)
+    pinned = {"macAddress": "02:00:00:00:00:21", "ipAddress": "192.168.48.85"}
+    configs = [{"networkName": f"{env.ns}/net-48", **pinned}]
+    env.patch("virtualmachinenetworkconfigs", "vm-m", {"spec": {"networkConfigs": configs}})
+    wait_for(
+        lambda: env.addresses("vm-m") == [("02:00:00:00:00:21", "192.168.48.85", "Allocated")],
+        15,
+        "pin",
+    )
+    env.custom.patch_namespaced_custom_object(
+        "kubevirt.io",
+        "v1",
+        env.ns,
+        "virtualmachines",
+        "vm-m",
+        {"metadata": {"labels": {"touched": "yes"}}},
+    )
+    wait_for(lambda: env.allocated().get("192.168.48.85") == "02:00:00:00:00:21", 15, "pool status")
+    cfg = env.get("virtualmachinenetworkconfigs", "vm-m") or {}
+    assert cfg["spec"]["networkConfigs"][0].get("ipAddress") == "192.168.48.85"
+    # the VM's NIC gets a new MAC: the old MAC's address is released, the new one allocated
+    vm = env.custom.get_namespaced_custom_object(
+        "kubevirt.io", "v1", env.ns, "virtualmachines", "vm-m"
+    )
+    interfaces = vm["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"]
+    interfaces[1]["macAddress"] = "02:00:00:00:00:22"
+    patch = {"spec": {"template": {"spec": {"domain": {"devices": {"interfaces": interfaces}}}}}}
+    env.custom.patch_namespaced_custom_object(
+        "kubevirt.io", "v1", env.ns, "virtualmachines", "vm-m", patch
+    )
+    wait_for(
+        lambda: [m for m, _, _ in env.addresses("vm-m")] == ["02:00:00:00:00:22"], 15, "the new MAC"
+    )
+    wait_for(
+        lambda: "02:00:00:00:00:21" not in env.allocated().values(), 15, "the old MAC released"
+    )
+
+
+def test_mixed_vm_gets_a_vmnetcfg_for_its_managed_nic_only(env: Env) -> None:
+    env.nad()
+    env.pool()
+    wait_for(is_true(env, "ippools", "net-48", "CacheReady"), 15, "CacheReady")
+    body = env.vm("vm-x", "02:00:00:00:00:31")
+    body["metadata"] = {"name": "vm-y"}
+    body["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"].append(
+        {"name": "nic-2", "bridge": {}, "macAddress": "02:00:00:00:00:32"}
+    )
+    body["spec"]["template"]["spec"]["networks"].append(
+        {"name": "nic-2", "multus": {"networkName": f"{env.ns}/unmanaged"}}
+    )
+    env.custom.create_namespaced_custom_object("kubevirt.io", "v1", env.ns, "virtualmachines", body)
+    cfg = wait_for(lambda: env.get("virtualmachinenetworkconfigs", "vm-y"), 15, "the vmnetcfg")
+    assert [c["macAddress"] for c in cfg["spec"]["networkConfigs"]] == ["02:00:00:00:00:31"]
+
+
+def test_a_second_pool_on_one_network_is_refused(env: Env) -> None:
+    env.nad()
+    env.pool()
+    wait_for(is_true(env, "ippools", "net-48", "CacheReady"), 15, "CacheReady")
+    env.pool(name="net-48-again")
+    wait_for(lambda: env.condition("ippools", "net-48-again", "CacheReady"), 15, "a verdict")
+    verdict = env.condition("ippools", "net-48-again", "CacheReady") or {}
+    assert verdict["status"] == "False"
+    assert (
+        verdict["message"] == f"network {env.ns}/net-48 is already served by ippool {env.ns}/net-48"
+    )
+    assert is_true(env, "ippools", "net-48", "CacheReady")()
+
+
+def test_pool_metrics_go_with_the_pool_whatever_its_name(
+    env: Env, controller: AgentProcess
+) -> None:
+    env.nad(name="vlan-7")
+    env.pool(name="my-pool", network="vlan-7")
+    wait_for(is_true(env, "ippools", "my-pool", "CacheReady"), 15, "CacheReady")
+    series = f'ippool="{env.ns}/my-pool"'
+    wait_for(lambda: series in controller.get("/metrics")[1], 15, "the pool's series")
+    env.custom.delete_namespaced_custom_object(GROUP, VERSION, env.ns, "ippools", "my-pool")
+    wait_for(lambda: series not in controller.get("/metrics")[1], 15, "the series to go")
+
+
+def test_vmnetcfg_of_a_deleted_pool_is_still_deletable(env: Env) -> None:
+    env.nad()
+    env.pool()
+    env.vm("vm-d", "02:00:00:00:00:41")
+    wait_for(lambda: env.addresses("vm-d"), 15, "allocation")
+    env.custom.delete_namespaced_custom_object(GROUP, VERSION, env.ns, "ippools", "net-48")
+    wait_for(lambda: env.get("ippools", "net-48") is None, 15, "the pool to go")
+    env.custom.delete_namespaced_custom_object(
+        GROUP, VERSION, env.ns, "virtualmachinenetworkconfigs", "vm-d"
+    )
+    wait_for(
+        lambda: env.get("virtualmachinenetworkconfigs", "vm-d") is None, 15, "no stuck finalizer"
+    )
+
+
+def test_pool_status_counts_a_server_outside_the_range(env: Env) -> None:
+    env.nad()
+    config = copy.deepcopy(POOL_SPEC["ipv4Config"])
+    config.update(
+        serverIP="192.168.48.2", pool={"start": "192.168.48.101", "end": "192.168.48.200"}
+    )
+    del config["router"]
+    env.pool(ipv4Config=config)
+    wait_for(
+        lambda: ((env.get("ippools", "net-48") or {}).get("status") or {}).get("ipv4"), 15, "status"
+    )
+    ipv4 = (env.get("ippools", "net-48") or {})["status"]["ipv4"]
+    assert (ipv4["used"], ipv4["available"]) == (0, 100)
+    assert not ipv4.get("allocated")
