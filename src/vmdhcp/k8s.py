@@ -4,6 +4,7 @@ of the package talks to the API server through these few typed functions."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -265,3 +266,67 @@ class Kube:
             _content_type="application/apply-patch+yaml",
             write=True,
         )
+
+
+# -- for the admission webhook (issue 6) ------------------------------------------------
+
+
+def kopf_connection(api: Any) -> dict[str, Any]:
+    """The connection settings of an ApiClient, as keyword arguments of
+    `kopf.ConnectionInfo` (so kopf talks to the same cluster, with the same identity)."""
+    cfg = api.configuration
+    header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix(
+        "authorization"
+    )
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, header or None)
+    return {
+        "server": cfg.host,
+        "ca_path": cfg.ssl_ca_cert,
+        "insecure": not cfg.verify_ssl,
+        "username": cfg.username or None,
+        "password": cfg.password or None,
+        "scheme": scheme,
+        "token": token,
+        "certificate_path": cfg.cert_file,
+        "private_key_path": cfg.key_file,
+    }
+
+
+async def read_secret(kube: Kube, namespace: str, name: str) -> tuple[dict[str, bytes], str] | None:
+    """A Secret's decoded data and resourceVersion, or None when there is no such Secret."""
+    try:
+        secret = await kube._call(kube.core.read_namespaced_secret, name, namespace, write=False)
+    except ApiError as exc:
+        if exc.not_found:
+            return None
+        raise
+    data = {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
+    return data, str(secret.metadata.resource_version)
+
+
+async def write_secret(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    data: dict[str, bytes],
+    *,
+    secret_type: str = "Opaque",
+    labels: dict[str, str] | None = None,
+    resource_version: str | None = None,
+) -> None:
+    """Create the Secret, or replace it when `resource_version` (the version read) is given;
+    ApiError with status 409 when someone else created or changed it first."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels or {}}
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": secret_type,
+        "data": {key: base64.b64encode(value).decode("ascii") for key, value in data.items()},
+    }
+    if resource_version is None:
+        await kube._call(kube.core.create_namespaced_secret, namespace, body, write=True)
+    else:
+        metadata["resourceVersion"] = resource_version
+        await kube._call(kube.core.replace_namespaced_secret, name, namespace, body, write=True)

@@ -1,0 +1,1 @@
+"""vm-dhcp-webhook: validation and defaulting of IPPools and VirtualMachineNetworkConfigs."""
