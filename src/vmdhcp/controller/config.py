@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 
 from vmdhcp import __version__
 from vmdhcp.errors import VmdhcpError
+
+DEFAULT_SERVICE_CIDR = IPv4Network("10.53.0.0/16")
 
 
 class ConfigError(VmdhcpError):
@@ -56,6 +59,8 @@ class ControllerConfig:
     http_host: str
     http_port: int
     log_level: str
+    service_cidr: IPv4Network = DEFAULT_SERVICE_CIDR
+    """Pools may not overlap it (the webhook's rule, re-checked here)."""
     status_flush_seconds: float = 0.2
     """How long allocation changes of one pool gather before its status is written."""
 
@@ -86,6 +91,7 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
     p.add_argument("--enable-cache-dump-api", action="store_true", help="/ipams and /caches")
     p.add_argument("--skip-crds", action="store_true", help="do not install or upgrade the CRDs")
     p.add_argument("--kubeconfig", default=env.get("KUBECONFIG"))
+    p.add_argument("--service-cidr", default="10.53.0.0/16", help="the cluster's service CIDR")
     p.add_argument("--http-address", default="0.0.0.0")
     p.add_argument("--http-port", type=int, default=8080)
     p.add_argument(
@@ -102,6 +108,10 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
         raise ConfigError("--image (AGENT_IMAGE) is required unless --no-agent")
     if not 0 < args.http_port < 65536:
         raise ConfigError(f"--http-port {args.http_port} is not a port number")
+    try:
+        service_cidr = IPv4Network(args.service_cidr, strict=False)
+    except ValueError:
+        raise ConfigError(f"--service-cidr {args.service_cidr!r} is not an IPv4 CIDR") from None
     return ControllerConfig(
         name=args.name,
         agent_namespace=args.namespace,
@@ -117,4 +127,5 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
         http_host=args.http_address,
         http_port=args.http_port,
         log_level="TRACE" if args.trace else "DEBUG" if args.debug else "INFO",
+        service_cidr=service_cidr,
     )

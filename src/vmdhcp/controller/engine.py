@@ -56,7 +56,11 @@ from vmdhcp.controller.workqueue import WorkQueue
 from vmdhcp.ipam import DesignationError, Ipam, IpamError, Pool
 from vmdhcp.k8s import ApiError, Kube
 from vmdhcp.mac import InvalidMac, normalize_mac
+from vmdhcp.validation.errors import Operation
+from vmdhcp.validation.errors import ValidationError as ValidationFailure
+from vmdhcp.validation.ippool import ippool_problems
 from vmdhcp.validation.mutate import ippool_defaults
+from vmdhcp.validation.view import Snapshot
 
 log = logging.getLogger("vmdhcp.controller")
 
@@ -208,6 +212,20 @@ class Controller:
             return f"network {network} is already served by ippool {holder[0]}/{holder[1]}"
         if network in self.ipam:
             return None
+        # The webhook's rules, for pools that reached us without it (webhook down, or
+        # created before it existed). The NAD and other pools are judged elsewhere.
+        problems = ippool_problems(pool_obj, _SPEC_ONLY, service_cidr=self.config.service_cidr)
+        if problems:
+            meta = _meta(body)
+            return str(
+                ValidationFailure(
+                    Operation.CREATE,
+                    "IPPool",
+                    meta.get("namespace", ""),
+                    meta.get("name", ""),
+                    problems,
+                )
+            )
         try:
             pool = config.to_pool(network)
         except IpamError as exc:
@@ -865,6 +883,17 @@ class Controller:
         if network not in self.ipam:
             return None
         return {mac: str(ip) for ip, mac in self.ipam.pool(network).allocations().items()}
+
+
+class _SpecOnlyView(Snapshot):
+    """A view in which every NAD exists and no other pool or vmnetcfg does: what is left
+    of the validators is the pool's own spec."""
+
+    def nad_labels(self, namespace: str, name: str) -> dict[str, str]:
+        return {}
+
+
+_SPEC_ONLY = _SpecOnlyView()
 
 
 def _apply_add(body: Body, path: str, value: Any) -> None:
