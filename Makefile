@@ -4,6 +4,7 @@
 #   make bench-ipam  IPAM figures (allocation rate, memory, restore time)
 #   make bench-core  DHCP protocol core figures (µs per packet)
 #   make bench-dhcp  the agent against Kea and dnsmasq under perfdhcp (root)
+#   make bench-controller  1,000 VMs on one pool against the test API server
 #   make fuzz        long property run of the DHCP parser
 
 PYTHON ?= python3
@@ -12,7 +13,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all test lint fmt unit venv deps bench-ipam bench-core bench-dhcp fuzz clean
+.PHONY: all test lint fmt unit venv deps bench-ipam bench-core bench-dhcp bench-controller fuzz clean
 
 all: test
 
@@ -56,6 +57,9 @@ bench-core: $(STAMP)
 
 bench-dhcp: $(STAMP) deps
 	$(BIN)/python bench/bench_dhcp.py
+
+bench-controller: $(STAMP)
+	$(BIN)/python bench/bench_controller.py
 
 fuzz: $(STAMP)
 	VMDHCP_FUZZ_EXAMPLES=$${VMDHCP_FUZZ_EXAMPLES:-100000} $(BIN)/pytest -m fuzz tests/unit/dhcp $(PYTEST_ARGS)

@@ -89,6 +89,9 @@ def operator_settings(config: ControllerConfig) -> kopf.OperatorSettings:
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
+    # kopf gives up on the API server after about a minute by default; an outage must
+    # not end the controller (it keeps its state and resynchronises by relisting).
+    settings.networking.error_backoffs = (1, 1, 2, 3, 5, 8, *([10] * 360))
     return settings
 
 
@@ -130,7 +133,14 @@ async def run(config: ControllerConfig) -> int:
         elector = None
         if config.leader_election:
             identity = f"{config.name}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-            elector = LeaderElector(kube, config.leader_election_namespace, identity)
+            elector = LeaderElector(
+                kube,
+                config.leader_election_namespace,
+                identity,
+                lease_seconds=config.lease_seconds,
+                renew_seconds=config.renew_seconds,
+                retry_seconds=config.retry_seconds,
+            )
             standby.set()
             acquire = asyncio.create_task(elector.acquire())
             waiter = asyncio.create_task(stop.wait())
@@ -142,6 +152,15 @@ async def run(config: ControllerConfig) -> int:
             standby.clear()
         await controller.rebuild()
         kopf_stop = asyncio.Event()
+        kopf_ready = asyncio.Event()
+
+        async def reclaim_signals() -> None:
+            # kopf installs its own SIGTERM/SIGINT handlers when it starts; put ours back
+            # so that a stop is immediate and orderly (kopf otherwise waits 5 s for itself).
+            await kopf_ready.wait()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop.set)
+
         tasks = [
             asyncio.create_task(controller.run_workers(WORKERS), name="workers"),
             asyncio.create_task(
@@ -151,14 +170,17 @@ async def run(config: ControllerConfig) -> int:
                     standalone=True,
                     clusterwide=True,
                     stop_flag=kopf_stop,
+                    ready_flag=kopf_ready,
                 ),
                 name="kopf",
             ),
+            asyncio.create_task(reclaim_signals(), name="signals"),
             asyncio.create_task(stop.wait(), name="signal"),
         ]
         if elector is not None:
             tasks.append(asyncio.create_task(elector.keep(), name="lease"))
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        watched = [t for t in tasks if t.get_name() != "signals"]
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         finished = done.pop()
         # kopf answers SIGTERM and SIGINT itself and then returns: a clean stop too
         if finished.get_name() == "signal" or (
@@ -166,6 +188,10 @@ async def run(config: ControllerConfig) -> int:
         ):
             log.info("stopping")
             kopf_stop.set()
+            tasks_kopf = [t for t in tasks if t.get_name() == "kopf"]
+            await asyncio.wait(tasks_kopf, timeout=5)
+            if elector is not None:
+                await elector.release()
             return 0
         if finished.get_name() != "lease" and finished.exception() is not None:
             log.error("%s stopped: %s", finished.get_name(), finished.exception())

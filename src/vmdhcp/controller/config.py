@@ -60,6 +60,9 @@ class ControllerConfig:
     http_port: int
     log_level: str
     service_cidr: IPv4Network = DEFAULT_SERVICE_CIDR
+    lease_seconds: int = 15
+    renew_seconds: float = 5.0
+    retry_seconds: float = 2.0
     """Pools may not overlap it (the webhook's rule, re-checked here)."""
     status_flush_seconds: float = 0.2
     """How long allocation changes of one pool gather before its status is written."""
@@ -86,6 +89,9 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
     )
     p.add_argument("--no-leader-election", action="store_true")
     p.add_argument("--leader-election-namespace", default="kube-system")
+    p.add_argument("--leader-election-lease-duration", type=int, default=15, metavar="SECONDS")
+    p.add_argument("--leader-election-renew-period", type=float, default=5.0, metavar="SECONDS")
+    p.add_argument("--leader-election-retry-period", type=float, default=2.0, metavar="SECONDS")
     p.add_argument("--no-agent", action="store_true", help="do not run agent pods")
     p.add_argument("--no-dhcp", action="store_true", help="agents run with --dry-run")
     p.add_argument("--enable-cache-dump-api", action="store_true", help="/ipams and /caches")
@@ -108,6 +114,8 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
         raise ConfigError("--image (AGENT_IMAGE) is required unless --no-agent")
     if not 0 < args.http_port < 65536:
         raise ConfigError(f"--http-port {args.http_port} is not a port number")
+    if not 0 < args.leader_election_renew_period < args.leader_election_lease_duration:
+        raise ConfigError("the lease renew period must be shorter than the lease duration")
     try:
         service_cidr = IPv4Network(args.service_cidr, strict=False)
     except ValueError:
@@ -128,4 +136,7 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
         http_port=args.http_port,
         log_level="TRACE" if args.trace else "DEBUG" if args.debug else "INFO",
         service_cidr=service_cidr,
+        lease_seconds=args.leader_election_lease_duration,
+        renew_seconds=args.leader_election_renew_period,
+        retry_seconds=args.leader_election_retry_period,
     )

@@ -197,6 +197,19 @@ class Controller:
                     claims.append((entry["allocatedIPAddress"], entry["macAddress"], ref))
         return claims
 
+    def _macs_named_on(self, network: str) -> set[str | None]:
+        """MACs that some vmnetcfg's spec or status names on `network`."""
+        named: set[str | None] = set()
+        for body in self.objects[VMNETCFGS].values():
+            entries = [
+                *((body.get("spec") or {}).get("networkConfigs") or []),
+                *((body.get("status") or {}).get("networkConfigs") or []),
+            ]
+            for entry in entries:
+                if normal_network(entry.get("networkName") or "") == network:
+                    named.add(_mac_or_none(entry.get("macAddress")))
+        return named
+
     def _build_pool(self, ref: tuple[str, str], body: Body) -> str | None:
         """Create the IPAM pool of an IPPool and restore its allocations; returns an error."""
         try:
@@ -238,7 +251,15 @@ class Controller:
             else:
                 self.owners[(network, normalize_mac(mac))] = owner
         allocated = ((body.get("status") or {}).get("ipv4") or {}).get("allocated") or {}
+        named = self._macs_named_on(network)
         for address, mac in sorted(allocated.items()):
+            if mac not in ("EXCLUDED", "RESERVED") and _mac_or_none(mac) not in named:
+                # no vmnetcfg asks for this MAC any more (it went while we were away)
+                conflicts.append(
+                    f"ippool status: ip {address} of mac {mac} belongs to no "
+                    "VirtualMachineNetworkConfig; released"
+                )
+                continue
             found = pool.restore([(address, mac)])
             conflicts.extend(f"ippool status: {c.message}" for c in found)
         self.ipam.add(network, pool)

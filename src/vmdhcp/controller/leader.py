@@ -68,6 +68,18 @@ class LeaderElector:
                 log.error("could not renew the lease for %ss", self.lease_seconds)
                 return
 
+    async def release(self) -> None:
+        """Give the lease up on a clean exit, so a standby takes over at once."""
+        try:
+            lease = await self.kube.read_lease(self.namespace, LEASE_NAME)
+            if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+                return
+            lease["spec"]["holderIdentity"] = ""
+            await self.kube.replace_lease(self.namespace, LEASE_NAME, lease)
+            log.info("released the lease %s/%s", self.namespace, LEASE_NAME)
+        except ApiError as exc:
+            log.warning("could not release the lease: %s", exc)
+
     async def _try(self) -> bool:
         now = datetime.now(UTC)
         spec: dict[str, Any] = {
