@@ -97,10 +97,14 @@ def running_agent(
 
 @contextmanager
 def running_controller(
-    args: Sequence[str], log: Path, env: dict[str, str] | None = None, ready_timeout: float = 30
+    args: Sequence[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 30,
+    expect_exit: int = 0,
 ) -> Iterator[AgentProcess]:
     """The same for `vm-dhcp-controller`."""
-    with running_process(CONTROLLER, args, log, env, ready_timeout) as controller:
+    with running_process(CONTROLLER, args, log, env, ready_timeout, expect_exit) as controller:
         yield controller
 
 
@@ -111,7 +115,10 @@ def running_process(
     log: Path,
     env: dict[str, str] | None = None,
     ready_timeout: float = 15,
+    expect_exit: int = 0,
 ) -> Iterator[AgentProcess]:
+    """Start `program`, wait for /readyz, SIGTERM it at the end; its exit code (also when
+    a test killed it) must be `expect_exit`."""
     port = free_port()
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -141,4 +148,6 @@ def running_process(
                 process.kill()
                 process.wait()
                 raise AssertionError(f"{program.name} ignored SIGTERM:\n{agent.output()}") from None
-    assert process.returncode == 0, f"{program.name} exited {process.returncode}:\n{agent.output()}"
+    assert process.returncode == expect_exit, (
+        f"{program.name} exited {process.returncode}:\n{agent.output()}"
+    )

@@ -429,3 +429,50 @@ def test_new_image_rolls_the_agent_unless_the_pool_holds_it(
         )
         assert released["spec"]["containers"][0]["image"] == IMAGE_B
     clean(new)
+
+
+# -- (d) killed in the middle of a burst -------------------------------------------------------
+
+
+def test_controller_killed_mid_burst_of_200_vms_loses_nothing(
+    cluster: Cluster, env: Env, agent_namespace: str, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    env.nad()
+    config = {
+        "serverIP": "10.30.0.1",
+        "cidr": "10.30.0.0/23",
+        "pool": {"start": "10.30.0.10", "end": "10.30.1.250"},
+    }
+    env.pool(ipv4Config=config)
+    names = {f"burst-{n}" for n in range(200)}
+    args = controller_args(cluster, agent_namespace)
+    killed = -signal.SIGKILL
+    with running_controller(
+        [*args, "--no-agent"], tmp_path / "first.log", expect_exit=killed
+    ) as first:
+        wait_cache_ready(env)
+        with ThreadPoolExecutor(16) as pool:
+            futures = [
+                pool.submit(env.vm, name, f"02:00:00:01:{n >> 8:02x}:{n & 0xFF:02x}")
+                for n, name in enumerate(sorted(names))
+            ]
+            # kill -9 once some, not all, of the burst is allocated
+            wait_for(lambda: len(allocations(env)) >= 20, 30, "the burst to be under way")
+            first.process.send_signal(signal.SIGKILL)
+            for future in futures:
+                future.result()
+    assert len(allocations(env)) < 200, "the kill came too late to prove anything"
+    with running_controller([*args, "--no-agent"], tmp_path / "second.log") as second:
+        held = wait_for(allocated_all(env, names), 60, "every vmnetcfg Allocated after the restart")
+        addresses = [address for _, address in held.values()]
+        assert len(addresses) == len(set(addresses)), "an address is shared"
+        union = {address: mac for mac, address in held.values()}
+
+        def pool_matches() -> bool:
+            allocated = dict(pool_status(env).get("ipv4", {}).get("allocated") or {})
+            return allocated == union
+
+        wait_for(pool_matches, 30, "the IPPool status to equal the union of vmnetcfg statuses")
+        clean(second)
