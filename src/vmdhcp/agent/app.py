@@ -18,7 +18,7 @@ from aiohttp import web
 from vmdhcp.agent.config import AgentConfig
 from vmdhcp.agent.events import EventPoster
 from vmdhcp.agent.http import make_app
-from vmdhcp.agent.metrics import AgentMetrics, message_type_label
+from vmdhcp.agent.metrics import AgentMetrics
 from vmdhcp.agent.sources import FileSource, KubernetesSource
 from vmdhcp.agent.state import PoolState, PoolStateError, build_state, ntp_hostnames
 from vmdhcp.agent.transport import DhcpProtocol, TransportError, serve_udp
@@ -70,8 +70,8 @@ class Agent:
     def lease_dump(self) -> dict[str, str]:
         return {} if self.state is None else self.state.lease_dump()
 
-    def server_ip(self) -> str | None:
-        return None if self.state is None else str(self.state.config.server_ip)
+    def server_ip(self) -> IPv4Address | None:
+        return None if self.state is None else self.state.config.server_ip
 
     # -- the packet path -----------------------------------------------------------------
 
@@ -81,24 +81,24 @@ class Agent:
         try:
             request = parse(data)
         except MalformedPacket as exc:
-            metrics.received.labels("other").inc()
-            metrics.dropped.labels("malformed").inc()
+            metrics.received_other.inc()
+            metrics.dropped_by_reason["malformed"].inc()
             if self.trace:
                 log.debug("drop malformed packet from %s: %s", ingress.source_ip, exc)
             return None
-        metrics.received.labels(message_type_label(request.message_type)).inc()
+        metrics.received_by_type.get(request.message_type, metrics.received_other).inc()  # type: ignore[arg-type]
         if state is None:
-            metrics.dropped.labels("not_ready").inc()
+            metrics.dropped_by_reason["not_ready"].inc()
             return None
         decision = respond(request, state.leases, state.config, ingress, time.time())
         if isinstance(decision, Drop):
-            metrics.dropped.labels(decision.reason.value).inc()
+            metrics.dropped_by_reason[decision.reason.value].inc()
             if self.trace:
                 log.debug("%s -> drop %s", request.summary(), decision.reason.value)
             if decision.event is not None:
                 self._report(decision.event)
             return None
-        metrics.replies.labels(decision.message_type.name.lower()).inc()
+        metrics.replies_by_type[decision.message_type].inc()
         if self.trace:
             log.debug(
                 "%s -> %s yiaddr=%s to %s",
@@ -219,7 +219,12 @@ async def run(config: AgentConfig) -> int:
 
     source: FileSource | KubernetesSource
     if config.ippool_file is not None:
-        source = FileSource(config.ippool_file, agent.apply, config.file_poll_interval)
+        source = FileSource(
+            config.ippool_file,
+            agent.apply,
+            config.file_poll_interval,
+            on_error=agent.metrics.reloads.labels("error").inc,
+        )
     else:
         assert config.ippool_namespace is not None
         assert config.ippool_name is not None

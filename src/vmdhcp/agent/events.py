@@ -9,7 +9,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from vmdhcp import k8s
 from vmdhcp.api import API_VERSION
 from vmdhcp.dhcp import Declined, Event, Released
 
@@ -49,6 +48,8 @@ class EventPoster:
         task.add_done_callback(self._tasks.discard)
 
     def _create(self, reason: str, kind: str, message: str) -> None:
+        from vmdhcp import k8s  # the agent loads the client only in Kubernetes mode
+
         body = k8s.core_event(
             namespace=self.namespace,
             generate_name=f"{self.name}.",

@@ -66,6 +66,21 @@ class AgentMetrics:
             self.replies.labels(name)
         for result in ("ok", "error"):
             self.reloads.labels(result)
+        # the packet path increments these children directly: labels() is a dict lookup
+        # under a lock, paid several times per packet otherwise
+        self.received_by_type = {
+            value: self.received.labels(name) for value, name in MESSAGE_TYPES.items()
+        }
+        self.received_other = self.received.labels("other")
+        self.replies_by_type = {
+            value: self.replies.labels(name)
+            for value, name in MESSAGE_TYPES.items()
+            if name in ("offer", "ack", "nak")
+        }
+        self.dropped_by_reason = {
+            reason: self.dropped.labels(reason)
+            for reason in (*(r.value for r in DropReason), *EXTRA_DROP_REASONS)
+        }
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

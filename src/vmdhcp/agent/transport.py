@@ -29,6 +29,7 @@ from vmdhcp.dhcp import (
 from vmdhcp.mac import mac_to_bytes
 
 log = logging.getLogger(__name__)
+_ZERO = IPv4Address(0)
 
 SERVER_PORT = 67
 CLIENT_PORT = 68
@@ -71,7 +72,7 @@ class DhcpProtocol(asyncio.DatagramProtocol):
         nic: str,
         handler: Handler,
         metrics: AgentMetrics,
-        server_ip: Callable[[], str | None],
+        server_ip: Callable[[], IPv4Address | None],
     ) -> None:
         self.nic = nic
         self.handler = handler
@@ -109,7 +110,10 @@ class DhcpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
         began = time.perf_counter()
-        ingress = Ingress(self.nic, IPv4Address(str(addr[0])), int(addr[1]))
+        source = str(addr[0])
+        # clients without an address send from 0.0.0.0: skip the address parser for them
+        ip = _ZERO if source == "0.0.0.0" else IPv4Address(source)
+        ingress = Ingress(self.nic, ip, int(addr[1]))
         try:
             outcome = self.handler(data, ingress)
         except Exception:  # the per-packet boundary: log, count, keep serving
@@ -149,7 +153,7 @@ class DhcpProtocol(asyncio.DatagramProtocol):
         frame = udp_frame(
             src_mac=self._src_mac,
             dst_mac=mac_to_bytes(destination.mac),
-            src_ip=IPv4Address(source or "0.0.0.0"),
+            src_ip=source or _ZERO,
             dst_ip=destination.address,
             src_port=SERVER_PORT,
             dst_port=CLIENT_PORT,
@@ -159,7 +163,7 @@ class DhcpProtocol(asyncio.DatagramProtocol):
 
 
 async def serve_udp(
-    nic: str, handler: Handler, metrics: AgentMetrics, server_ip: Callable[[], str | None]
+    nic: str, handler: Handler, metrics: AgentMetrics, server_ip: Callable[[], IPv4Address | None]
 ) -> DhcpProtocol:
     """Open the sockets and start receiving; raises TransportError on failure."""
     sock = open_udp_socket(nic)
