@@ -1,4 +1,5 @@
 # vm-dhcp: everything a contributor or CI needs, from a fresh clone.
+#   make             build the three images (Docker)
 #   make test        create .venv, install what is missing, lint, type-check, run every test
 #   make lint        ruff + mypy only
 #   make bench-ipam  IPAM figures (allocation rate, memory, restore time)
@@ -6,16 +7,32 @@
 #   make bench-dhcp  the agent against Kea and dnsmasq under perfdhcp (root)
 #   make bench-controller  1,000 VMs on one pool against the test API server
 #   make fuzz        long property run of the DHCP parser
+#   make demo        the whole system on this machine: a VM gets its address (root)
+#   make e2e-kind    the cluster suites against a kind cluster (needs Docker; not in make test)
 
 PYTHON ?= python3
+
+# images (no Docker engine runs on the development machines; these are for users)
+REPO   ?= vm-dhcp
+TAG    ?= $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/vmdhcp/__init__.py)
+ARCH   ?= $(shell uname -m | sed -e 's/x86_64/amd64/' -e 's/aarch64/arm64/')
+PUSH   ?= false
+DOCKER ?= docker
+IMAGE_CONTROLLER := $(REPO)/harvester-vm-dhcp-controller:$(TAG)
+IMAGE_WEBHOOK    := $(REPO)/harvester-vm-dhcp-webhook:$(TAG)
+IMAGE_AGENT      := $(REPO)/harvester-vm-dhcp-agent:$(TAG)
+IMAGE_BUILD := $(DOCKER) buildx build --platform linux/$(ARCH) $(if $(filter true,$(PUSH)),--push,--load)
+KUBECONFIG_FILE ?= $(or $(KUBECONFIG),$(HOME)/.kube/config)
+IMAGE_RUN := $(DOCKER) run --rm -it --network host -v $(KUBECONFIG_FILE):/kubeconfig:ro -e KUBECONFIG=/kubeconfig
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all test lint fmt unit venv deps bench-ipam bench-core bench-dhcp bench-controller fuzz clean
+.PHONY: images image-controller image-webhook image-agent run-controller run-agent
+.PHONY: all test lint fmt unit venv deps bench-ipam bench-core bench-dhcp bench-controller fuzz demo e2e-kind clean
 
-all: test
+all: images
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -63,6 +80,31 @@ bench-controller: $(STAMP)
 
 fuzz: $(STAMP)
 	VMDHCP_FUZZ_EXAMPLES=$${VMDHCP_FUZZ_EXAMPLES:-100000} $(BIN)/pytest -m fuzz tests/unit/dhcp $(PYTEST_ARGS)
+
+demo: $(STAMP) deps
+	$(BIN)/python -m tests.demo
+
+e2e-kind: $(STAMP)
+	scripts/e2e-kind.sh
+
+images: image-controller image-webhook image-agent
+
+image-controller:
+	$(IMAGE_BUILD) -f Dockerfile.controller --target controller -t $(IMAGE_CONTROLLER) .
+
+image-webhook:
+	$(IMAGE_BUILD) -f Dockerfile.controller --target webhook -t $(IMAGE_WEBHOOK) .
+
+image-agent:
+	$(IMAGE_BUILD) -f Dockerfile.agent -t $(IMAGE_AGENT) .
+
+# make run-controller ARGS="--namespace harvester-system --image $(IMAGE_AGENT) --no-leader-election"
+run-controller: image-controller
+	$(IMAGE_RUN) --user $$(id -u):$$(id -g) $(IMAGE_CONTROLLER) $(ARGS)
+
+# make run-agent ARGS="--ippool-ref default/net-48 --dry-run"
+run-agent: image-agent
+	$(IMAGE_RUN) --cap-add NET_ADMIN --cap-add NET_RAW --cap-add NET_BIND_SERVICE $(IMAGE_AGENT) $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

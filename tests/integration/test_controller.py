@@ -240,7 +240,12 @@ def test_pool_gets_finalizer_nad_link_agent_pod_and_status(
     assert agent["image"] == IMAGE
     assert agent["args"] == ["--ippool-ref", f"{env.ns}/net-48"]
     assert agent["env"] == [{"name": "VM_DHCP_AGENT_NAME", "value": name}]
-    assert agent["securityContext"]["capabilities"]["add"] == ["NET_ADMIN"]
+    assert agent["securityContext"]["capabilities"]["add"] == [
+        "NET_ADMIN",
+        "NET_RAW",
+        "NET_BIND_SERVICE",
+    ]
+    assert init["securityContext"]["capabilities"]["add"] == ["NET_ADMIN"]
     assert agent["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
     status = (env.get("ippools", "net-48") or {})["status"]

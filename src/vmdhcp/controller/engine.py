@@ -961,6 +961,7 @@ class EventRecorder:
         self.component = component
         self._tasks: set[asyncio.Task[None]] = set()
         self._recent: dict[tuple[str, str, str, str], float] = {}
+        self._last_failure = -3600.0
 
     def post(self, body: Body, kind: str, reason: str, message: str, warning: bool = False) -> None:
         meta = _meta(body)
@@ -1002,4 +1003,7 @@ class EventRecorder:
         try:
             await self.kube.create_event(namespace, event)
         except ApiError as exc:
-            log.debug("cannot post event %s: %s", event["reason"], exc)
+            now = time.monotonic()
+            if now - self._last_failure > 60:  # a refused Event must be visible, not noisy
+                self._last_failure = now
+                log.warning("cannot post event %s: %s", event["reason"], exc)

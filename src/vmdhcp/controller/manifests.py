@@ -62,6 +62,9 @@ def agent_pod(
     if dry_run:
         args.append("--dry-run")
     root = {"runAsUser": 0, "runAsGroup": 0, "capabilities": {"add": ["NET_ADMIN"]}}
+    # upstream's agent relies on the runtime's defaults for NET_RAW (the AF_PACKET socket)
+    # and NET_BIND_SERVICE (port 67); runtimes that drop them (CRI-O) break it
+    agent_caps = {"add": ["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"]}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -118,7 +121,8 @@ def agent_pod(
                     "image": str(image),
                     "args": args,
                     "env": [{"name": "VM_DHCP_AGENT_NAME", "value": name}],
-                    "securityContext": root,
+                    "ports": [{"name": "http", "containerPort": AGENT_HTTP_PORT}],
+                    "securityContext": {**root, "capabilities": agent_caps},
                     "livenessProbe": {"httpGet": {"path": "/healthz", "port": AGENT_HTTP_PORT}},
                     "readinessProbe": {"httpGet": {"path": "/readyz", "port": AGENT_HTTP_PORT}},
                 }
