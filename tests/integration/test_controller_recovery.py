@@ -232,6 +232,12 @@ def test_restart_rebuilds_from_vmnetcfgs_not_from_a_corrupted_pool_status(
         assert {c.type for c in conflicts} == {"Warning"}
         assert any(claimed_ip in c.message and impostor in c.message for c in conflicts)
         assert any(orphan_ip in c.message and "released" in c.message for c in conflicts)
+        # and in the pool's status
+        reported = env.condition("ippools", "net-48", "Conflicts") or {}
+        assert reported["status"] == "True"
+        assert reported["reason"] == "RestoreConflict"
+        assert reported["message"].startswith("2 at rebuild: ")
+        assert orphan_ip in reported["message"]
         # every vmnetcfg keeps its address: vm-2 gets its own back from the pool status,
         # the others are not even rewritten
         wait_for(

@@ -120,6 +120,8 @@ class Controller:
         """network -> vmnetcfgs to retry when the network's pool appears or frees addresses."""
         self.queue: WorkQueue[Key] = WorkQueue()
         self.rebuilt = False
+        self.conflicts: dict[tuple[str, str], list[str]] = {}
+        """Per IPPool, the claims the last IPAM build of it could not honour."""
         self._events = EventRecorder(kube)
 
     # -- intake ----------------------------------------------------------------------------
@@ -264,6 +266,7 @@ class Controller:
             conflicts.extend(f"ippool status: {c.message}" for c in found)
         self.ipam.add(network, pool)
         self.pool_of_network[network] = ref
+        self.conflicts[ref] = conflicts
         for message in conflicts:
             log.warning("ippool %s/%s: allocation conflict: %s", *ref, message)
             self._events.post(body, "IPPool", "AllocationConflict", message, warning=True)
@@ -367,6 +370,20 @@ class Controller:
             log.warning("ippool %s/%s cannot be served: %s", *ref, problem)
         conditions = set_condition(conditions, "CacheReady", *cache_ready, now=now)
         conditions = set_condition(conditions, "Stopped", paused, now=now)
+        found = self.conflicts.get(ref)
+        had = any(c.get("type") == "Conflicts" for c in conditions)
+        if found is not None and (found or had):
+            # what the last rebuild could not honour (upstream has no such condition; it
+            # resolves conflicts silently); the first claim won, the others were re-allocated
+            summary = f"{len(found)} at rebuild: " + "; ".join(found[:5]) if found else ""
+            conditions = set_condition(
+                conditions,
+                "Conflicts",
+                bool(found),
+                "RestoreConflict" if found else "",
+                summary[:1024],
+                now=now,
+            )
 
         agent_ref = status.get("agentPodRef")
         if paused:
@@ -424,6 +441,7 @@ class Controller:
             if holder != ref:
                 continue
             del self.pool_of_network[network]
+            self.conflicts.pop(ref, None)
             self.ipam.remove(network)
             for (net, _mac), cfg in list(self.owners.items()):
                 if net == network:
