@@ -21,7 +21,7 @@ from vmdhcp.agent.http import make_app
 from vmdhcp.agent.metrics import AgentMetrics
 from vmdhcp.agent.sources import FileSource, KubernetesSource
 from vmdhcp.agent.state import PoolState, PoolStateError, build_state, ntp_hostnames
-from vmdhcp.agent.transport import DhcpProtocol, TransportError, serve_udp
+from vmdhcp.agent.transport import DhcpServer, TransportError, serve_udp
 from vmdhcp.api import IPPool
 from vmdhcp.dhcp import (
     Declined,
@@ -47,7 +47,8 @@ class Agent:
         self.config = config
         self.metrics = AgentMetrics()
         self.state: PoolState | None = None
-        self.protocol: DhcpProtocol | None = None
+        self.protocol: DhcpServer | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.events: EventPoster | None = None
         self.trace = config.log_level == "TRACE"
         self._ntp_cache: dict[str, tuple[float, tuple[IPv4Address, ...]]] = {}
@@ -118,8 +119,9 @@ class Agent:
             )
         else:
             log.info("client %s released %s", event.mac, event.address)
-        if self.events is not None:
-            self.events.post(event)
+        if self.events is not None and self.loop is not None:
+            # the packet thread hands Events to the event loop, which owns the poster
+            self.loop.call_soon_threadsafe(self.events.post, event)
 
     # -- pool updates --------------------------------------------------------------------
 
@@ -183,15 +185,14 @@ async def run(config: AgentConfig) -> int:
     """Serve until SIGTERM or SIGINT; return the process exit code."""
     agent = Agent(config)
     loop = asyncio.get_running_loop()
+    agent.loop = loop
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
     if not config.dry_run:
         try:
-            agent.protocol = await serve_udp(
-                config.nic, agent.handle, agent.metrics, agent.server_ip
-            )
+            agent.protocol = serve_udp(config.nic, agent.handle, agent.metrics, agent.server_ip)
         except TransportError as exc:
             log.error("%s", exc)
             return 1
