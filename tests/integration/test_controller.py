@@ -684,3 +684,44 @@ def test_pool_status_counts_a_server_outside_the_range(env: Env) -> None:
     ipv4 = (env.get("ippools", "net-48") or {})["status"]["ipv4"]
     assert (ipv4["used"], ipv4["available"]) == (0, 100)
     assert not ipv4.get("allocated")
+
+
+# -- upstream's handler scenarios not covered above (reference 8.5) --------------------------
+
+
+def test_nad_not_found(env: Env) -> None:
+    env.pool(network="you-cant-find-me")
+    wait_for(lambda: env.condition("ippools", "net-48", "Registered"), 15, "Registered")
+    registered = env.condition("ippools", "net-48", "Registered") or {}
+    assert registered["status"] == "False"
+    assert registered["message"] == (
+        'network-attachment-definitions.k8s.cni.cncf.io "you-cant-find-me" not found'
+    )
+    agent_ready = env.condition("ippools", "net-48", "AgentReady") or {}
+    assert agent_ready["message"] == f"agent for ippool {env.ns}/net-48 is not deployed"
+    assert is_true(env, "ippools", "net-48", "CacheReady")()  # the IPAM does not need the NAD
+
+
+def test_an_agent_pod_that_already_exists_is_adopted(env: Env) -> None:
+    from vmdhcp.controller.config import Image
+    from vmdhcp.controller.manifests import agent_pod
+
+    env.nad()
+    manifest = agent_pod(
+        pool_namespace=env.ns,
+        pool_name="net-48",
+        network_name=f"{env.ns}/net-48",
+        server_ip="192.168.48.77",
+        cidr="192.168.48.0/24",
+        cluster_network="mgmt",
+        agent_namespace=env.agents,
+        service_account="vm-dhcp-agent",
+        image=Image("registry.example:5000/vm-dhcp-agent", "v1"),
+        dry_run=False,
+    )
+    existing = env.core.create_namespaced_pod(env.agents, manifest)
+    env.pool()
+    wait_for(is_true(env, "ippools", "net-48", "Registered"), 15, "Registered")
+    ref = (env.get("ippools", "net-48") or {})["status"]["agentPodRef"]
+    assert ref["uid"] == existing.metadata.uid  # upstream records no name or uid here
+    assert ref["name"] == f"{env.ns}-net-48-agent"

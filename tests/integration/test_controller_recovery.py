@@ -482,3 +482,25 @@ def test_controller_killed_mid_burst_of_200_vms_loses_nothing(
 
         wait_for(pool_matches, 30, "the IPPool status to equal the union of vmnetcfg statuses")
         clean(second)
+
+
+def test_no_agent_mode_allocates_without_agent_pods(
+    cluster: Cluster, env: Env, agent_namespace: str, tmp_path: Path
+) -> None:
+    env.nad()
+    env.pool()
+    args = [*controller_args(cluster, agent_namespace), "--no-agent"]
+    with running_controller(args, tmp_path / "no-agent.log") as process:
+        wait_cache_ready(env)
+        for kind in ("Registered", "AgentReady"):
+            wait_for(
+                lambda k=kind: (
+                    (env.condition("ippools", "net-48", k) or {}).get("status") == "True"
+                ),
+                15,
+                f"{kind} in --no-agent mode",
+            )
+        assert env.agent_pod() is None
+        env.vm("vm-na", "02:00:00:00:00:61")
+        wait_for(lambda: allocations(env).get("vm-na"), 15, "an allocation without agents")
+        clean(process)
