@@ -725,3 +725,31 @@ def test_an_agent_pod_that_already_exists_is_adopted(env: Env) -> None:
     ref = (env.get("ippools", "net-48") or {})["status"]["agentPodRef"]
     assert ref["uid"] == existing.metadata.uid  # upstream records no name or uid here
     assert ref["name"] == f"{env.ns}-net-48-agent"
+
+
+def test_an_exclude_added_later_reaches_the_ipam(env: Env) -> None:
+    env.nad()
+    config = copy.deepcopy(POOL_SPEC["ipv4Config"])
+    del config["pool"]["exclude"]
+    env.pool(ipv4Config=config)
+    wait_for(is_true(env, "ippools", "net-48", "CacheReady"), 15, "CacheReady")
+    env.vm("vm-e1", "02:00:00:00:00:71")
+    wait_for(lambda: env.addresses("vm-e1"), 15, "first allocation")
+    assert env.addresses("vm-e1")[0][1] == "192.168.48.81"
+    # exclude the address vm-e1 holds and the next free one
+    patch = {"spec": {"ipv4Config": {"pool": {"exclude": ["192.168.48.81", "192.168.48.82"]}}}}
+    env.patch("ippools", "net-48", patch)
+    wait_for(
+        lambda: env.allocated().get("192.168.48.82") == "EXCLUDED", 15, "the new marks in status"
+    )
+    wait_for(
+        lambda: [ip for _, ip, _ in env.addresses("vm-e1")] == ["192.168.48.83"],
+        15,
+        "vm-e1 to move off the newly excluded address",
+    )
+    reported = env.condition("ippools", "net-48", "Conflicts") or {}
+    assert reported.get("status") == "True"
+    assert "192.168.48.81" in reported["message"]
+    env.vm("vm-e2", "02:00:00:00:00:72")
+    wait_for(lambda: env.addresses("vm-e2"), 15, "second allocation")
+    assert env.addresses("vm-e2")[0][1] == "192.168.48.84"

@@ -171,9 +171,9 @@ class Agent:
                 )
                 addresses = tuple(sorted({IPv4Address(info[4][0]) for info in infos}))
                 expires = now + NTP_CACHE_SECONDS
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, ValueError) as exc:  # ValueError: IDNA, ".."
                 log.warning(
-                    "ntp server %s does not resolve (%s); skipping it", name, exc or "timeout"
+                    "ntp server %r does not resolve (%s); skipping it", name, exc or "timeout"
                 )
                 addresses, expires = (), now + NTP_FAILURE_CACHE_SECONDS
             self._ntp_cache[name] = (expires, addresses)

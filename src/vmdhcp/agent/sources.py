@@ -31,6 +31,15 @@ class SourceError(ValueError):
     pass
 
 
+async def _deliver_safely(deliver: Deliver, pool: IPPool | None) -> None:
+    """A version that cannot be applied is logged; the source (and the agent) go on with
+    the last good state instead of ending the process."""
+    try:
+        await deliver(pool)
+    except Exception:  # the source's boundary: one bad version must not stop DHCP
+        log.exception("ippool version could not be applied; keeping the previous leases")
+
+
 def parse_ippool(document: Any, origin: str) -> IPPool:
     if not isinstance(document, dict):
         raise SourceError(f"{origin}: not an IPPool object")
@@ -99,7 +108,7 @@ class FileSource:
                 self._last_error = str(exc)
             return
         self._last_error = None
-        await self.deliver(pool)
+        await _deliver_safely(self.deliver, pool)
 
 
 class KubernetesSource:
@@ -148,7 +157,7 @@ class KubernetesSource:
         thread.start()
         try:
             while True:
-                await self.deliver(await queue.get())
+                await _deliver_safely(self.deliver, await queue.get())
         finally:
             self._stop.set()
 

@@ -188,9 +188,13 @@ async def run(config: ControllerConfig) -> int:
         ):
             log.info("stopping")
             kopf_stop.set()
+            workers = [t for t in tasks if t.get_name() == "workers"]
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
             tasks_kopf = [t for t in tasks if t.get_name() == "kopf"]
             await asyncio.wait(tasks_kopf, timeout=5)
-            if elector is not None:
+            if elector is not None:  # only now: no write of ours is still under way
                 await elector.release()
             return 0
         if finished.get_name() != "lease" and finished.exception() is not None:

@@ -120,6 +120,10 @@ class Controller:
         """network -> vmnetcfgs to retry when the network's pool appears or frees addresses."""
         self.queue: WorkQueue[Key] = WorkQueue()
         self.rebuilt = False
+        self._tombstones: dict[tuple[str, str, str], int] = {}
+        self._shapes: dict[str, tuple[object, ...]] = {}
+        """network -> the spec fields its IPAM pool was built from."""
+        """(kind, namespace, name) -> resourceVersion of the deletion the watch reported."""
         self.conflicts: dict[tuple[str, str], list[str]] = {}
         """Per IPPool, the claims the last IPAM build of it could not honour."""
         self._events = EventRecorder(kube)
@@ -133,8 +137,10 @@ class Controller:
         cache = self.objects[kind]
         if event_type == "DELETED":
             cache.pop(ref, None)
+            self._tombstones[(kind, *ref)] = _rv(body)
         elif _rv(body) >= _rv(cache.get(ref)):
             cache[ref] = body
+            self._tombstones.pop((kind, *ref), None)
         if kind == PODS:
             labels = meta.get("labels") or {}
             pool = (labels.get(LABEL_IPPOOL_NAMESPACE), labels.get(LABEL_IPPOOL_NAME))
@@ -153,6 +159,8 @@ class Controller:
         """Cache an object a write returned, unless the watch already brought a newer one."""
         meta = _meta(body)
         ref = (meta.get("namespace") or "", meta.get("name") or "")
+        if _rv(body) <= self._tombstones.get((kind, *ref), -1):
+            return  # the watch already said this version is gone
         if _rv(body) >= _rv(self.objects[kind].get(ref)):
             self.objects[kind][ref] = body
 
@@ -199,6 +207,34 @@ class Controller:
                     claims.append((entry["allocatedIPAddress"], entry["macAddress"], ref))
         return claims
 
+    def _reshape_pool(
+        self,
+        ref: tuple[str, str],
+        body: Body,
+        network: str,
+        config: Any,
+        shape: tuple[object, ...],
+    ) -> str | None:
+        try:
+            pool = config.to_pool(network)
+        except IpamError as exc:
+            return str(exc)
+        old = self.ipam.pool(network)
+        claims = [(str(ip), mac) for ip, mac in old.allocations().items()]
+        conflicts = [f"after a spec change: {c.message}" for c in pool.restore(claims)]
+        self.ipam.replace(network, pool)
+        self._shapes[network] = shape
+        for (net, mac), owner in list(self.owners.items()):
+            if net == network and pool.lookup(mac) is None:
+                del self.owners[(net, mac)]
+                self.queue.add((VMNETCFGS, *owner))  # it gets another address
+        self.conflicts[ref] = conflicts
+        for message in conflicts:
+            log.warning("ippool %s/%s: allocation conflict: %s", *ref, message)
+            self._events.post(body, "IPPool", "AllocationConflict", message, warning=True)
+        log.info("ippool %s/%s: pool rebuilt after a spec change", *ref)
+        return None
+
     def _macs_named_on(self, network: str) -> set[str | None]:
         """MACs that some vmnetcfg's spec or status names on `network`."""
         named: set[str | None] = set()
@@ -225,8 +261,20 @@ class Controller:
         holder = self.pool_of_network.get(network)
         if holder is not None and holder != ref:
             return f"network {network} is already served by ippool {holder[0]}/{holder[1]}"
+        shape = (
+            config.cidr,
+            config.pool.start,
+            config.pool.end,
+            config.server_ip,
+            config.router,
+            tuple(config.pool.exclude or ()),
+        )
         if network in self.ipam:
-            return None
+            if self._shapes.get(network) == shape:
+                return None
+            # router and exclude may be added to a live pool (the CRD allows it): rebuild
+            # the pool and carry the allocations over, reporting what no longer fits
+            return self._reshape_pool(ref, body, network, config, shape)
         # The webhook's rules, for pools that reached us without it (webhook down, or
         # created before it existed). The NAD and other pools are judged elsewhere.
         problems = ippool_problems(pool_obj, _SPEC_ONLY, service_cidr=self.config.service_cidr)
@@ -265,6 +313,7 @@ class Controller:
             found = pool.restore([(address, mac)])
             conflicts.extend(f"ippool status: {c.message}" for c in found)
         self.ipam.add(network, pool)
+        self._shapes[network] = shape
         self.pool_of_network[network] = ref
         self.conflicts[ref] = conflicts
         for message in conflicts:
@@ -350,8 +399,10 @@ class Controller:
         meta = _meta(body)
         network = normal_network((body.get("spec") or {}).get("networkName") or "")
         if meta.get("deletionTimestamp"):
-            await self._delete_agent(ref, body)
-            await self._unlabel_nad(ref, network)
+            # by name, not from the cache: right after a start the pod and NAD lists may
+            # not have arrived yet, and a forgotten agent pod would serve forever
+            await self._delete_agent(ref, body, by_name=True)
+            await self._unlabel_nad(ref, network, read=True)
             self._forget_pool(ref)
             await self._drop_finalizers("ippools", body)
             return
@@ -441,6 +492,7 @@ class Controller:
             if holder != ref:
                 continue
             del self.pool_of_network[network]
+            self._shapes.pop(network, None)
             self.conflicts.pop(ref, None)
             self.ipam.remove(network)
             for (net, _mac), cfg in list(self.owners.items()):
@@ -465,11 +517,20 @@ class Controller:
         )
         self._remember(NADS, updated)
 
-    async def _unlabel_nad(self, ref: tuple[str, str], network: str) -> None:
+    async def _unlabel_nad(self, ref: tuple[str, str], network: str, read: bool = False) -> None:
         """Remove the link labels from the NAD, if they still point at this pool
         (upstream leaves them behind)."""
         nad_ref = split_network_name(network)
         nad = self.objects[NADS].get(nad_ref)
+        if nad is None and read:
+            try:
+                nad = await self.kube.get_object(
+                    NAD_GROUP, NAD_VERSION, nad_ref[0], NAD_PLURAL, nad_ref[1]
+                )
+            except ApiError as exc:
+                if not exc.not_found:
+                    raise
+                return
         labels = _meta(nad or {}).get("labels") or {}
         if labels.get(LABEL_IPPOOL_NAMESPACE) != ref[0] or labels.get(LABEL_IPPOOL_NAME) != ref[1]:
             return
@@ -482,13 +543,15 @@ class Controller:
             if not exc.not_found:
                 raise
 
-    async def _delete_agent(self, ref: tuple[str, str], body: Body) -> None:
+    async def _delete_agent(self, ref: tuple[str, str], body: Body, by_name: bool = False) -> None:
         if self.config.no_agent:
             return
         name = agent_pod_name(*ref)
         pod_ref = (self.config.agent_namespace, name)
         pod = self.objects[PODS].get(pod_ref)
-        if pod is None or _meta(pod).get("deletionTimestamp"):
+        if pod is None and not by_name:
+            return
+        if pod is not None and _meta(pod).get("deletionTimestamp"):
             return
         try:
             await self.kube.delete_pod(*pod_ref)
@@ -525,6 +588,7 @@ class Controller:
         if pod is not None:
             if _meta(pod).get("deletionTimestamp"):
                 message = f"agent pod {name} marked for deletion"
+                self.queue.add_after((IPPOOLS, *ref), RETRY_SECONDS)
                 return error(message), error(message), agent_ref
             if pod_image(pod) != image:
                 await self.kube.delete_pod(*pod_ref, uid=_meta(pod).get("uid"))
@@ -987,6 +1051,8 @@ class EventRecorder:
         now = time.monotonic()
         if now - self._recent.get(key, -3600.0) < 300:
             return
+        if len(self._recent) > 10_000:  # messages carry addresses: bound the memory
+            self._recent = {k: t for k, t in self._recent.items() if now - t < 300}
         self._recent[key] = now
         stamp = _now()
         event = {

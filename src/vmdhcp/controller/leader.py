@@ -45,27 +45,42 @@ class LeaderElector:
         self.leading = asyncio.Event()
 
     async def acquire(self) -> None:
-        """Return once this process holds the lease."""
-        while not await self._try():  # noqa: ASYNC110 - a lease is polled, nothing signals it
+        """Return once this process holds the lease; API errors mean "not yet" (a standby
+        that gave up on an error would otherwise start as a second leader)."""
+        while True:
+            try:
+                if await asyncio.wait_for(self._try(), self.renew_deadline):
+                    break
+            except (ApiError, TimeoutError) as exc:
+                log.warning("cannot read the lease %s/%s: %s", self.namespace, LEASE_NAME, exc)
             await asyncio.sleep(self.retry_seconds)
         log.info("became leader (lease %s/%s)", self.namespace, LEASE_NAME)
         self.leading.set()
 
+    @property
+    def renew_deadline(self) -> float:
+        """Give up leading this long after the last renewal: well before a standby may take
+        the lease over (client-go's 10 s for a 15 s lease)."""
+        return self.lease_seconds * 2 / 3
+
     async def keep(self) -> None:
-        """Renew the lease until it is lost; then return (the caller exits)."""
-        last_ok = asyncio.get_running_loop().time()
+        """Renew the lease until it is lost or cannot be renewed within the deadline; then
+        return (the caller exits)."""
+        loop = asyncio.get_running_loop()
+        last_ok = loop.time()
         while True:
             await asyncio.sleep(self.renew_seconds)
+            remaining = self.renew_deadline - (loop.time() - last_ok)
             try:
-                if await self._try():
-                    last_ok = asyncio.get_running_loop().time()
+                if await asyncio.wait_for(self._try(), max(remaining, 0.1)):
+                    last_ok = loop.time()
                     continue
                 log.error("lost the lease %s/%s to another controller", self.namespace, LEASE_NAME)
                 return
-            except ApiError as exc:
+            except (ApiError, TimeoutError) as exc:
                 log.warning("cannot renew the lease: %s", exc)
-            if asyncio.get_running_loop().time() - last_ok > self.lease_seconds:
-                log.error("could not renew the lease for %ss", self.lease_seconds)
+            if loop.time() - last_ok >= self.renew_deadline:
+                log.error("could not renew the lease for %.0fs", self.renew_deadline)
                 return
 
     async def release(self) -> None:
