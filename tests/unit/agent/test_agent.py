@@ -152,3 +152,13 @@ async def test_file_source_delivers_versions_and_survives_a_broken_file(
         assert delivered.empty()
     finally:
         task.cancel()
+
+
+async def test_a_malformed_ntp_name_is_skipped_not_fatal(
+    agent: Agent, seed: dict[str, Any]
+) -> None:
+    seed["spec"]["ipv4Config"]["ntp"] = ["ntp..example.com", "x" * 300, "192.168.48.5"]
+    await agent.apply(IPPool.model_validate(seed))
+    assert agent.state is not None
+    assert [str(a) for a in agent.state.config.ntp_servers] == ["192.168.48.5"]
+    assert len(agent.state.problems) == 2
