@@ -641,6 +641,14 @@ def test_a_second_pool_on_one_network_is_refused(env: Env) -> None:
         verdict["message"] == f"network {env.ns}/net-48 is already served by ippool {env.ns}/net-48"
     )
     assert is_true(env, "ippools", "net-48", "CacheReady")()
+    # no second DHCP server on the network, and the NAD still points at the first pool
+    assert env.agent_pod("net-48-again") is None
+    registered = env.condition("ippools", "net-48-again", "Registered") or {}
+    assert registered["status"] == "False"
+    nad = env.custom.get_namespaced_custom_object(
+        "k8s.cni.cncf.io", "v1", env.ns, "network-attachment-definitions", "net-48"
+    )
+    assert nad["metadata"]["labels"]["network.harvesterhci.io/ippool-name"] == "net-48"
 
 
 def test_pool_metrics_go_with_the_pool_whatever_its_name(

@@ -441,6 +441,12 @@ class Controller:
             await self._delete_agent(ref, body)
             agent_ref = None
             registered = agent_ready = error(disabled)
+        elif problem is not None:
+            # a pool we cannot serve gets no agent: a second pool on a network would be a
+            # second DHCP server on it, and it must not take over the NAD's link labels
+            await self._delete_agent(ref, body)
+            agent_ref = None
+            registered = agent_ready = error(problem)
         elif self.config.no_agent:
             registered = agent_ready = OK
         else:
