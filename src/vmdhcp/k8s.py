@@ -163,7 +163,7 @@ class Kube:
     async def patch_object(
         self, group: str, version: str, namespace: str, plural: str, name: str, body: Any
     ) -> dict[str, Any]:
-        """A JSON merge patch (a dict) or JSON patch (a list)."""
+        """A JSON merge patch (the client sends a dict as merge-patch+json)."""
         result: dict[str, Any] = await self._call(
             self.custom.patch_namespaced_custom_object,
             group,

@@ -10,13 +10,6 @@ EXTRA_DROP_REASONS = ("not_ready", "internal_error")
 """Drops decided by the agent rather than the protocol core: no pool loaded yet, or a bug."""
 
 
-def message_type_label(value: int | None) -> str:
-    """A bounded label for option 53: the type's name, or `other`."""
-    if value is None:
-        return "other"
-    return MESSAGE_TYPES.get(value, "other")
-
-
 class AgentMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -58,16 +51,10 @@ class AgentMetrics:
             buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
             registry=r,
         )
-        for reason in (*(r.value for r in DropReason), *EXTRA_DROP_REASONS):
-            self.dropped.labels(reason)
-        for name in ("discover", "request", "release", "decline", "inform", "other"):
-            self.received.labels(name)
-        for name in ("offer", "ack", "nak"):
-            self.replies.labels(name)
         for result in ("ok", "error"):
             self.reloads.labels(result)
-        # the packet path increments these children directly: labels() is a dict lookup
-        # under a lock, paid several times per packet otherwise
+        # every label value is created up front (series start at 0), and the packet path
+        # increments these children directly: labels() is a dict lookup under a lock
         self.received_by_type = {
             value: self.received.labels(name) for value, name in MESSAGE_TYPES.items()
         }

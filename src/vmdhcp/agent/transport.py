@@ -18,6 +18,8 @@ from pathlib import Path
 from vmdhcp.agent.frames import udp_frame
 from vmdhcp.agent.metrics import AgentMetrics
 from vmdhcp.dhcp import (
+    CLIENT_PORT,
+    SERVER_PORT,
     Broadcast,
     Destination,
     Ingress,
@@ -30,8 +32,6 @@ from vmdhcp.mac import mac_to_bytes
 log = logging.getLogger(__name__)
 _ZERO = IPv4Address(0)
 
-SERVER_PORT = 67
-CLIENT_PORT = 68
 
 Handler = Callable[[bytes, Ingress], tuple[bytes, Destination] | None]
 

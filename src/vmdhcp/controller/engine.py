@@ -32,6 +32,7 @@ from vmdhcp.api import (
 from vmdhcp.api.constants import (
     ANNOTATION_DHCP_POOL,
     ANNOTATION_HOLD_AGENT_UPGRADE,
+    EXCLUDED_MARK,
     KUBEVIRT_GROUP,
     KUBEVIRT_VERSION,
     LABEL_CLUSTER_NETWORK,
@@ -41,6 +42,7 @@ from vmdhcp.api.constants import (
     NAD_GROUP,
     NAD_PLURAL,
     NAD_VERSION,
+    RESERVED_MARK,
 )
 from vmdhcp.controller.conditions import OK, error, set_condition
 from vmdhcp.controller.config import ControllerConfig, parse_image
@@ -60,7 +62,7 @@ from vmdhcp.validation.errors import Operation
 from vmdhcp.validation.errors import ValidationError as ValidationFailure
 from vmdhcp.validation.ippool import ippool_problems
 from vmdhcp.validation.mutate import ippool_defaults
-from vmdhcp.validation.view import Snapshot
+from vmdhcp.validation.view import Snapshot, network_key
 
 log = logging.getLogger("vmdhcp.controller")
 
@@ -90,11 +92,6 @@ def _rv(body: Body | None) -> int:
         return int(_meta(body or {}).get("resourceVersion") or 0)
     except ValueError:
         return 0
-
-
-def normal_network(name: str) -> str:
-    namespace, nad = split_network_name(name)
-    return f"{namespace}/{nad}"
 
 
 class Controller:
@@ -201,7 +198,7 @@ class Controller:
             for entry in (body.get("status") or {}).get("networkConfigs") or []:
                 if entry.get("state") != NetworkConfigState.ALLOCATED:
                     continue
-                if normal_network(entry.get("networkName") or "") != network:
+                if network_key(entry.get("networkName") or "") != network:
                     continue
                 if entry.get("allocatedIPAddress") and entry.get("macAddress"):
                     claims.append((entry["allocatedIPAddress"], entry["macAddress"], ref))
@@ -244,7 +241,7 @@ class Controller:
                 *((body.get("status") or {}).get("networkConfigs") or []),
             ]
             for entry in entries:
-                if normal_network(entry.get("networkName") or "") == network:
+                if network_key(entry.get("networkName") or "") == network:
                     named.add(_mac_or_none(entry.get("macAddress")))
         return named
 
@@ -257,7 +254,7 @@ class Controller:
         config = pool_obj.spec.ipv4_config
         if config is None:
             return "spec.ipv4Config is missing"
-        network = normal_network(pool_obj.spec.network_name)
+        network = network_key(pool_obj.spec.network_name)
         holder = self.pool_of_network.get(network)
         if holder is not None and holder != ref:
             return f"network {network} is already served by ippool {holder[0]}/{holder[1]}"
@@ -303,7 +300,7 @@ class Controller:
         allocated = ((body.get("status") or {}).get("ipv4") or {}).get("allocated") or {}
         named = self._macs_named_on(network)
         for address, mac in sorted(allocated.items()):
-            if mac not in ("EXCLUDED", "RESERVED") and _mac_or_none(mac) not in named:
+            if mac not in (EXCLUDED_MARK, RESERVED_MARK) and _mac_or_none(mac) not in named:
                 # no vmnetcfg asks for this MAC any more (it went while we were away)
                 conflicts.append(
                     f"ippool status: ip {address} of mac {mac} belongs to no "
@@ -397,7 +394,7 @@ class Controller:
             self._forget_pool(ref)
             return
         meta = _meta(body)
-        network = normal_network((body.get("spec") or {}).get("networkName") or "")
+        network = network_key((body.get("spec") or {}).get("networkName") or "")
         if meta.get("deletionTimestamp"):
             # by name, not from the cache: right after a start the pod and NAD lists may
             # not have arrived yet, and a forgotten agent pod would serve forever
@@ -663,13 +660,13 @@ class Controller:
         conditions: list[dict[str, Any]] = list(status.get("conditions") or [])
         now = self.now()
         previous = {
-            (normal_network(e.get("networkName") or ""), e.get("macAddress") or ""): e
+            (network_key(e.get("networkName") or ""), e.get("macAddress") or ""): e
             for e in status.get("networkConfigs") or []
         }
         try:
             cfg = VirtualMachineNetworkConfig.model_validate(body)
             wanted = [
-                (normal_network(nc.network_name), nc.mac, nc.ip_address)
+                (network_key(nc.network_name), nc.mac, nc.ip_address)
                 for nc in cfg.spec.network_configs or []
             ]
         except (ValidationError, InvalidMac) as exc:
@@ -838,7 +835,7 @@ class Controller:
             return
         current = ((existing or {}).get("spec") or {}).get("networkConfigs") or []
         kept_ips = {
-            (normal_network(c.get("networkName") or ""), _mac_or_none(c.get("macAddress"))): c.get(
+            (network_key(c.get("networkName") or ""), _mac_or_none(c.get("macAddress"))): c.get(
                 "ipAddress"
             )
             for c in current
