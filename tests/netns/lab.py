@@ -866,8 +866,10 @@ def _opt_addr(value: str | None) -> IPv4Address | None:
 
 # The hook scripts: dump the environment (NUL-separated) to DIR/<ns clock>.<event>.env, then do the
 # address work the client's real script would, so that later unicast (RENEW, RELEASE) works.
+# Each hook writes its environment under a hidden name and renames it into place: the
+# harness polls for "*.env" files and must never read one half written.
 _DHCLIENT_HOOK = """#!/bin/sh
-env -0 > "{dir}/$(date +%s%N).$reason.env"
+env -0 > "{dir}/.partial.$$" && mv "{dir}/.partial.$$" "{dir}/$(date +%s%N).$reason.env"
 case "$reason" in
   PREINIT) ip link set "$interface" up ;;
   BOUND|RENEW|REBIND|REBOOT)
@@ -879,7 +881,7 @@ exit 0
 """
 
 _UDHCPC_HOOK = """#!/bin/sh
-env -0 > "{dir}/$(date +%s%N).$1.env"
+env -0 > "{dir}/.partial.$$" && mv "{dir}/.partial.$$" "{dir}/$(date +%s%N).$1.env"
 case "$1" in
   deconfig) ip -4 address flush dev "$interface" ;;
   bound|renew)
@@ -890,7 +892,7 @@ exit 0
 """
 
 _DHCPCD_HOOK = """#!/bin/sh
-env -0 > "{dir}/$(date +%s%N).$reason.env"
+env -0 > "{dir}/.partial.$$" && mv "{dir}/.partial.$$" "{dir}/$(date +%s%N).$reason.env"
 exit 0
 """
 

@@ -147,6 +147,21 @@ def test_renewal_by_a_running_client(served: Served) -> None:
     udhcpc.stop()
 
 
+def test_a_repeated_renewal_is_answered_from_the_reply_memo(served: Served) -> None:
+    """udhcpc's renewals differ only in their xid: the second is a memo hit, and its ACK is
+    as complete as the first."""
+    ns = served.client()
+    udhcpc = Udhcpc(ns)
+    assert udhcpc.start().reason == "bound"
+    assert udhcpc.renew().reason == "renew"
+    hits = served.agent.metric("vmdhcp_agent_reply_cache_total", result="hit")
+    renewed = udhcpc.renew()
+    assert renewed.reason == "renew"
+    assert_full_lease(renewed, served.spec.mac_to_ip()[ns.mac])
+    assert served.agent.metric("vmdhcp_agent_reply_cache_total", result="hit") > hits
+    udhcpc.stop()
+
+
 def test_release_is_counted(served: Served) -> None:
     ns = served.client()
     dhclient = Dhclient(ns)

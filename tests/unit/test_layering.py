@@ -2,6 +2,8 @@
 frameworks or test-only libraries, and vmdhcp.api holds data only."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,17 @@ def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
     module = tmp_path / "bad.py"
     module.write_text("import socket\nfrom asyncio import sleep\n")
     assert imported_modules(module) == {"socket", "asyncio"}
+
+
+def test_the_agent_in_file_mode_loads_neither_aiohttp_nor_the_kubernetes_client() -> None:
+    """Each would cost about 11 MB of the agent's 60 MB budget (issue 4): the agent serves
+    HTTP with the standard library and imports the Kubernetes client only when it talks to
+    an API server."""
+    probe = (
+        "import sys, vmdhcp.cli, vmdhcp.agent.app, vmdhcp.agent.sources;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'aiohttp', 'kubernetes'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"

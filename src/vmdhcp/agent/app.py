@@ -13,19 +13,18 @@ import socket
 import time
 from ipaddress import IPv4Address
 
-from aiohttp import web
-
 from vmdhcp.agent.config import AgentConfig
 from vmdhcp.agent.events import EventPoster
-from vmdhcp.agent.http import make_app
+from vmdhcp.agent.http import HttpServer
 from vmdhcp.agent.metrics import AgentMetrics
+from vmdhcp.agent.replies import Outgoing, udp_address
 from vmdhcp.agent.sources import FileSource, KubernetesSource
 from vmdhcp.agent.state import PoolState, PoolStateError, build_state, ntp_hostnames
 from vmdhcp.agent.transport import DhcpServer, TransportError, serve_udp
 from vmdhcp.api import IPPool
 from vmdhcp.dhcp import (
+    ZERO_ADDRESS,
     Declined,
-    Destination,
     Drop,
     Event,
     Ingress,
@@ -37,6 +36,7 @@ from vmdhcp.dhcp import (
 
 log = logging.getLogger("vmdhcp.agent")
 
+_ZERO = ZERO_ADDRESS
 NTP_CACHE_SECONDS = 300.0
 NTP_FAILURE_CACHE_SECONDS = 30.0
 NTP_RESOLVE_TIMEOUT = 3.0
@@ -76,21 +76,36 @@ class Agent:
 
     # -- the packet path -----------------------------------------------------------------
 
-    def handle(self, data: bytes, ingress: Ingress) -> tuple[bytes, Destination] | None:
+    def handle(self, data: bytes, source: tuple[str, int]) -> Outgoing | None:
+        """Decide what to answer to `data`, received from `source` (address, port)."""
         metrics = self.metrics
         state = self.state
+        if state is not None and not self.trace:
+            hit = state.replies.recall(data, source)
+            if hit is not None:
+                metrics.reply_cache_hits.inc()
+                metrics.received_by_type[hit[1]].inc()
+                metrics.replies_by_type[hit[2]].inc()
+                return hit[0]
+            metrics.reply_cache_misses.inc()
         try:
             request = parse(data)
         except MalformedPacket as exc:
             metrics.received_other.inc()
             metrics.dropped_by_reason["malformed"].inc()
             if self.trace:
-                log.debug("drop malformed packet from %s: %s", ingress.source_ip, exc)
+                log.debug("drop malformed packet from %s: %s", source[0], exc)
             return None
-        metrics.received_by_type.get(request.message_type, metrics.received_other).inc()  # type: ignore[arg-type]
+        request_type = request.message_type
+        metrics.received_by_type.get(request_type or -1, metrics.received_other).inc()
         if state is None:
             metrics.dropped_by_reason["not_ready"].inc()
             return None
+        address = source[0]
+        # clients without an address send from 0.0.0.0: skip the address parser for them
+        ingress = Ingress(
+            self.config.nic, _ZERO if address == "0.0.0.0" else IPv4Address(address), source[1]
+        )
         decision = respond(request, state.leases, state.config, ingress, time.time())
         if isinstance(decision, Drop):
             metrics.dropped_by_reason[decision.reason.value].inc()
@@ -99,16 +114,22 @@ class Agent:
             if decision.event is not None:
                 self._report(decision.event)
             return None
-        metrics.replies_by_type[decision.message_type].inc()
+        reply_type = decision.message_type
+        metrics.replies_by_type[reply_type].inc()
+        destination = decision.destination
         if self.trace:
             log.debug(
                 "%s -> %s yiaddr=%s to %s",
                 request.summary(),
                 decision.message_type.name,
                 decision.packet.yiaddr,
-                decision.destination,
+                destination,
             )
-        return serialize(decision.packet), decision.destination
+        outgoing = (serialize(decision.packet), destination, udp_address(destination))
+        if not self.trace:
+            assert request_type is not None  # a reply answers a known message type
+            state.replies.remember(data, source, (outgoing, int(request_type), int(reply_type)))
+        return outgoing
 
     def _report(self, event: Event) -> None:
         if isinstance(event, Declined):
@@ -137,7 +158,7 @@ class Agent:
             self.events.uid = pool.metadata.uid
         resolved = await self._resolve_ntp(ntp_hostnames(pool))
         try:
-            state = build_state(pool, resolved)
+            state = build_state(pool, resolved, self.config.reply_cache_size)
         except PoolStateError as exc:
             self.metrics.reloads.labels("error").inc()
             log.error(
@@ -200,12 +221,10 @@ async def run(config: AgentConfig) -> int:
     else:
         log.info("dry run: no dhcp socket")
 
-    runner = web.AppRunner(
-        make_app(agent, agent.metrics, config.enable_cache_dump_api), access_log=None
-    )
-    await runner.setup()
     try:
-        await web.TCPSite(runner, config.http_host, config.http_port).start()
+        http = HttpServer(
+            config.http_host, config.http_port, agent, agent.metrics, config.enable_cache_dump_api
+        )
     except OSError as exc:
         log.error(
             "cannot serve http on %s:%d: %s",
@@ -215,8 +234,8 @@ async def run(config: AgentConfig) -> int:
         )
         if agent.protocol is not None:
             agent.protocol.close()
-        await runner.cleanup()
         return 1
+    http.start()
 
     source: FileSource | KubernetesSource
     if config.ippool_file is not None:
@@ -258,6 +277,6 @@ async def run(config: AgentConfig) -> int:
     if isinstance(source, KubernetesSource):
         source.stop()
     await asyncio.gather(source_task, stop_task, return_exceptions=True)
-    await runner.cleanup()
+    http.close()
     log.info("stopped")
     return rc

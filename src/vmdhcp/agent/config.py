@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmdhcp import __version__
+from vmdhcp.agent.replies import DEFAULT_CAPACITY
 from vmdhcp.errors import VmdhcpError
 
 DEFAULT_NIC = "eth1"
 DEFAULT_HTTP_PORT = 8080
+MAX_REPLY_CACHE = 1_000_000
 
 
 class ConfigError(VmdhcpError):
@@ -43,6 +45,8 @@ class AgentConfig:
     http_port: int
     log_level: str
     file_poll_interval: float = 0.5
+    reply_cache_size: int = DEFAULT_CAPACITY
+    """Replies remembered per IPPool version for byte-identical requests (0: none)."""
 
     @property
     def ippool_ref(self) -> str:
@@ -96,6 +100,15 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=DEFAULT_HTTP_PORT,
         help="HTTP port (/healthz, /readyz, /metrics, /leases)",
     )
+    p.add_argument(
+        "--reply-cache-size",
+        type=int,
+        default=env.get("VM_DHCP_AGENT_REPLY_CACHE_SIZE", DEFAULT_CAPACITY),
+        metavar="N",
+        help="replies remembered per IPPool version for requests that repeat byte for byte "
+        f"but for their transaction id (default {DEFAULT_CAPACITY}, about 0.8 KB each; 0 "
+        "turns it off)",
+    )
     p.add_argument("--debug", action="store_true", default=_truthy(env.get("VM_DHCP_AGENT_DEBUG")))
     p.add_argument(
         "--trace",
@@ -125,6 +138,10 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> AgentConfig:
         raise ConfigError(f"--ippool-file {args.ippool_file}: no such file")
     if not 0 < args.http_port < 65536:
         raise ConfigError(f"--http-port {args.http_port} is not a port number")
+    if not 0 <= args.reply_cache_size <= MAX_REPLY_CACHE:
+        raise ConfigError(
+            f"--reply-cache-size {args.reply_cache_size} is not between 0 and {MAX_REPLY_CACHE}"
+        )
     if not args.nic or len(args.nic) > 15 or "/" in args.nic:
         raise ConfigError(f"--nic {args.nic!r} is not an interface name")
     level = "TRACE" if args.trace else "DEBUG" if args.debug else "INFO"
@@ -141,4 +158,5 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> AgentConfig:
         http_host=args.http_address,
         http_port=args.http_port,
         log_level=level,
+        reply_cache_size=args.reply_cache_size,
     )

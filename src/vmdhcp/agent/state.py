@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import AddressValueError, IPv4Address, IPv4Network
 
+from vmdhcp.agent.replies import DEFAULT_CAPACITY, ReplyMemo
 from vmdhcp.api import EXCLUDED_MARK, RESERVED_MARK, IPPool
 from vmdhcp.dhcp import InvalidConfig, Lease, ServerConfig
 from vmdhcp.errors import VmdhcpError
@@ -33,6 +34,8 @@ class PoolState:
     problems: tuple[str, ...] = ()
     """Allocations that were skipped, with the reason (bad MAC, bad address, duplicates)."""
     ntp_entries: tuple[str, ...] = field(default=())
+    replies: ReplyMemo = field(default_factory=ReplyMemo, compare=False, repr=False)
+    """Replies computed from this state, for requests that repeat (see `ReplyMemo`)."""
 
     def describe(self) -> str:
         c = self.config
@@ -84,7 +87,9 @@ def ntp_hostnames(pool: IPPool) -> tuple[str, ...]:
 
 
 def build_state(
-    pool: IPPool, resolved_ntp: Mapping[str, tuple[IPv4Address, ...]] | None = None
+    pool: IPPool,
+    resolved_ntp: Mapping[str, tuple[IPv4Address, ...]] | None = None,
+    reply_cache_size: int = DEFAULT_CAPACITY,
 ) -> PoolState:
     """Derive what to serve from `pool`.
 
@@ -127,6 +132,7 @@ def build_state(
         leases=leases,
         problems=tuple(problems + lease_problems),
         ntp_entries=tuple(config.ntp or ()),
+        replies=ReplyMemo(reply_cache_size),
     )
 
 

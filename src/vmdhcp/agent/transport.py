@@ -7,6 +7,7 @@ No protocol logic lives here: the `handler` turns a datagram into a decision.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -17,23 +18,19 @@ from pathlib import Path
 
 from vmdhcp.agent.frames import udp_frame
 from vmdhcp.agent.metrics import AgentMetrics
-from vmdhcp.dhcp import (
-    CLIENT_PORT,
-    SERVER_PORT,
-    Broadcast,
-    Destination,
-    Ingress,
-    L2Unicast,
-    Relay,
-    Unicast,
-)
+from vmdhcp.agent.replies import Outgoing
+from vmdhcp.dhcp import CLIENT_PORT, SERVER_PORT, Destination, L2Unicast
 from vmdhcp.mac import mac_to_bytes
 
 log = logging.getLogger(__name__)
 _ZERO = IPv4Address(0)
 
 
-Handler = Callable[[bytes, Ingress], tuple[bytes, Destination] | None]
+RECEIVE_BUFFER = 4096
+"""Larger than any DHCP message a client may send (RFC 2131 allows up to the link MTU)."""
+
+Handler = Callable[[bytes, tuple[str, int]], Outgoing | None]
+"""(datagram, (source address, source port)) -> what to send, or None for silence."""
 
 
 class TransportError(OSError):
@@ -65,14 +62,12 @@ def open_udp_socket(nic: str, port: int = SERVER_PORT) -> socket.socket:
 class DhcpServer:
     """Receive, decide (through `handler`), send; count what happened.
 
-    The receive loop is a thread blocked in recvfrom(), not an asyncio protocol: one
-    system call per packet instead of an epoll wake-up plus the event loop's machinery,
-    which was a measurable share of the CPU per DORA. `handler` must be thread-safe: the
-    agent's reads one immutable state reference and thread-safe counters.
+    The receive loop is a thread blocked in recvfrom() on a blocking socket, not an
+    asyncio protocol: one system call per packet, where the event loop costs an epoll
+    wake-up and its machinery, and a socket timeout costs a poll() before every read.
+    `close()` wakes the thread with shutdown(). `handler` must be thread-safe: the agent's
+    reads one immutable state reference and counters that only this thread writes.
     """
-
-    POLL_SECONDS = 0.2
-    """How often the loop looks up from recvfrom() to notice `close()`."""
 
     def __init__(
         self,
@@ -109,12 +104,13 @@ class DhcpServer:
             self._raw = None
 
     def start(self) -> None:
-        self.sock.settimeout(self.POLL_SECONDS)
         self._thread.start()
 
     def close(self) -> None:
-        """Stop answering: the loop ends within POLL_SECONDS, then the sockets close."""
+        """Stop answering: wake the loop, let it end, then close the sockets."""
         self._closed.set()
+        with contextlib.suppress(OSError):  # ENOTCONN for UDP, after waking the reader
+            self.sock.shutdown(socket.SHUT_RD)
         if self._thread.is_alive():
             self._thread.join(timeout=2)
         self.sock.close()
@@ -125,55 +121,45 @@ class DhcpServer:
     def _loop(self) -> None:
         recvfrom = self.sock.recvfrom
         closed = self._closed.is_set
-        while not closed():
+        handle = self.handler
+        sendto = self.sock.sendto
+        clock = time.perf_counter
+        observe = self.metrics.reply_seconds.observe
+        while True:
             try:
-                data, addr = recvfrom(4096)
-            except TimeoutError:
-                continue
+                data, source = recvfrom(RECEIVE_BUFFER)
             except OSError as exc:
                 if closed():
                     return
                 log.debug("receive error on %s: %s", self.nic, exc)
                 continue
-            self.datagram_received(data, addr)
+            if closed():
+                return
+            began = clock()
+            try:
+                outgoing = handle(data, source)
+            except Exception:  # the per-packet boundary: log, count, keep serving
+                log.exception("internal error while handling a packet from %s", source[0])
+                self.metrics.dropped_by_reason["internal_error"].inc()
+                continue
+            if outgoing is None:
+                continue
+            payload, destination, address = outgoing
+            try:
+                if address is not None:
+                    sendto(payload, address)
+                else:
+                    self._send_l2(payload, destination)
+            except OSError as exc:
+                self.metrics.send_errors.inc()
+                log.warning("cannot send reply to %s: %s", destination, exc)
+                continue
+            observe(clock() - began)
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        began = time.perf_counter()
-        source = addr[0]
-        # clients without an address send from 0.0.0.0: skip the address parser for them
-        ip = _ZERO if source == "0.0.0.0" else IPv4Address(source)
-        ingress = Ingress(self.nic, ip, addr[1])
-        try:
-            outcome = self.handler(data, ingress)
-        except Exception:  # the per-packet boundary: log, count, keep serving
-            log.exception("internal error while handling a packet from %s", source)
-            self.metrics.dropped_by_reason["internal_error"].inc()
+    def _send_l2(self, payload: bytes, destination: Destination) -> None:
+        if self._raw is None or not isinstance(destination, L2Unicast):
+            self.sock.sendto(payload, ("255.255.255.255", CLIENT_PORT))
             return
-        if outcome is None:
-            return
-        payload, destination = outcome
-        if self._send(payload, destination):
-            self.metrics.reply_seconds.observe(time.perf_counter() - began)
-
-    def _send(self, payload: bytes, destination: Destination) -> bool:
-        try:
-            if isinstance(destination, Relay):
-                self.sock.sendto(payload, (str(destination.address), SERVER_PORT))
-            elif isinstance(destination, Unicast):
-                self.sock.sendto(payload, (str(destination.address), CLIENT_PORT))
-            elif isinstance(destination, L2Unicast) and self._raw is not None:
-                self._send_l2(payload, destination)
-            else:
-                assert isinstance(destination, Broadcast | L2Unicast)
-                self.sock.sendto(payload, ("255.255.255.255", CLIENT_PORT))
-        except OSError as exc:
-            self.metrics.send_errors.inc()
-            log.warning("cannot send reply to %s: %s", destination, exc)
-            return False
-        return True
-
-    def _send_l2(self, payload: bytes, destination: L2Unicast) -> None:
-        assert self._raw is not None
         frame = udp_frame(
             src_mac=self._src_mac,
             dst_mac=mac_to_bytes(destination.mac),

@@ -3,23 +3,25 @@ destination out, metrics and state observed."""
 
 import asyncio
 import json
+import urllib.error
+import urllib.request
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from vmdhcp.agent.app import Agent
 from vmdhcp.agent.config import load_config
-from vmdhcp.agent.http import make_app
+from vmdhcp.agent.http import JSON, HttpServer
 from vmdhcp.agent.sources import FileSource
 from vmdhcp.api import IPPool
-from vmdhcp.dhcp import Ingress, L2Unicast, parse
+from vmdhcp.dhcp import L2Unicast, parse
 
 PACKETS = Path(__file__).resolve().parents[2] / "data" / "packets"
-CLIENT = Ingress("eth1", IPv4Address("0.0.0.0"), 68)
+CLIENT = ("0.0.0.0", 68)
 
 
 def packet_for(name: str, mac: str) -> bytes:
@@ -56,7 +58,8 @@ async def test_known_mac_gets_an_offer_unknown_mac_silence(
     assert agent.ready
     out = agent.handle(packet_for("dhclient-discover.bin", "C6:D6:82:39:D3:C3"), CLIENT)
     assert out is not None
-    payload, destination = out
+    payload, destination, address = out
+    assert address is None  # layer 2: the transport frames it
     reply = parse(payload)
     assert reply.yiaddr == IPv4Address("192.168.48.86")
     assert destination == L2Unicast("c6:d6:82:39:d3:c3", IPv4Address("192.168.48.86"))
@@ -108,22 +111,63 @@ async def test_release_and_decline_are_counted(agent: Agent, seed: dict[str, Any
     assert sample(text, 'vmdhcp_agent_dropped_total{reason="decline"}') == 1
 
 
+def http_get(port: int, path: str, method: str = "GET") -> tuple[int, str, bytes]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read()
+
+
 async def test_http_endpoints(agent: Agent, seed: dict[str, Any]) -> None:
-    app = make_app(agent, agent.metrics, cache_dump=True)
-    async with TestClient(TestServer(app)) as client:
-        assert (await client.get("/healthz")).status == 200
-        response = await client.get("/readyz")
-        assert response.status == 503
-        assert "not loaded" in (await response.json())["reason"]
+    server = HttpServer("127.0.0.1", 0, agent, agent.metrics, cache_dump=True)
+    server.start()
+    try:
+        assert http_get(server.port, "/healthz")[0] == 200
+        status, content_type, body = http_get(server.port, "/readyz")
+        assert (status, content_type) == (503, "application/json; charset=utf-8")
+        assert "not loaded" in json.loads(body)["reason"]
         await agent.apply(IPPool.model_validate(seed))
-        assert (await client.get("/readyz")).status == 200
-        leases = await (await client.get("/leases")).json()
+        assert http_get(server.port, "/readyz")[0] == 200
+        assert http_get(server.port, "/readyz", method="HEAD")[:2] == (200, JSON)
+        leases = json.loads(http_get(server.port, "/leases")[2])
         assert json.loads(leases["fa:e7:60:2e:37:dd"])["ClientIP"] == "192.168.48.87"
-        metrics = await (await client.get("/metrics")).text()
-        assert "vmdhcp_agent_leases 2.0" in metrics
-    app = make_app(agent, agent.metrics, cache_dump=False)
-    async with TestClient(TestServer(app)) as client:
-        assert (await client.get("/leases")).status == 404
+        status, content_type, body = http_get(server.port, "/metrics?x=1")
+        assert content_type == CONTENT_TYPE_LATEST
+        assert "vmdhcp_agent_leases 2.0" in body.decode()
+        assert http_get(server.port, "/nothing")[0] == 404
+    finally:
+        server.close()
+    server = HttpServer("127.0.0.1", 0, agent, agent.metrics, cache_dump=False)
+    server.start()
+    try:
+        assert http_get(server.port, "/leases")[0] == 404
+    finally:
+        server.close()
+
+
+def test_a_failing_view_is_a_500_and_the_server_keeps_serving(agent: Agent) -> None:
+    def broken() -> dict[str, str]:
+        raise RuntimeError("bug")
+
+    agent.lease_dump = broken  # type: ignore[method-assign]
+    server = HttpServer("127.0.0.1", 0, agent, agent.metrics, cache_dump=True)
+    server.start()
+    try:
+        assert http_get(server.port, "/leases")[0] == 500
+        assert http_get(server.port, "/healthz")[0] == 200
+    finally:
+        server.close()
+
+
+def test_http_port_taken_is_an_oserror(agent: Agent) -> None:
+    first = HttpServer("127.0.0.1", 0, agent, agent.metrics, cache_dump=False)
+    try:
+        with pytest.raises(OSError, match="in use"):
+            HttpServer("127.0.0.1", first.port, agent, agent.metrics, cache_dump=False)
+    finally:
+        first.close()
 
 
 async def test_file_source_delivers_versions_and_survives_a_broken_file(
