@@ -1,7 +1,8 @@
 """Replies already computed, reused for requests that differ only in their transaction id.
 
 `respond()` is a pure function of the request, the client's lease, the pool's options and
-where the request came from; the reply echoes the request's `xid` and is otherwise fully
+where the request came from (it takes the time too, but static leases do not use it; a
+test fails if that changes); the reply echoes the request's `xid` and is otherwise fully
 determined by those inputs. So for one `PoolState` (one IPPool version) a request whose
 bytes, apart from `xid` (bytes 4 to 8), equal an earlier one's, from the same source
 address and port, gets the earlier reply with its own `xid` written in. The memo belongs

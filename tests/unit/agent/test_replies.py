@@ -11,17 +11,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.agent.conftest import SEED
-from tests.unit.dhcp.helpers import SAMPLE_NAMES, load, request
+from tests.unit.dhcp.helpers import (
+    FROM_CLIENT,
+    FROM_RELAY,
+    LAB,
+    LEASE_IP,
+    SAMPLE_NAMES,
+    load,
+    request,
+)
 from vmdhcp.agent.app import Agent
 from vmdhcp.agent.config import ConfigError, load_config
 from vmdhcp.agent.replies import ReplyMemo
 from vmdhcp.api import IPPool
-from vmdhcp.dhcp import Broadcast, MessageType, Relay, parse, serialize
+from vmdhcp.dhcp import Broadcast, Lease, MessageType, Relay, parse, respond, serialize
 from vmdhcp.mac import mac_to_bytes
 
 KNOWN_MAC = "c6:d6:82:39:d3:c3"
 KNOWN_IP = IPv4Address("192.168.48.86")
 SERVER = IPv4Address("192.168.48.77")
+SAMPLE_LEASES = {
+    parse(load(name)).chaddr[:6].hex(":"): Lease(LEASE_IP, "vm") for name in SAMPLE_NAMES
+}
 SOURCES = [("0.0.0.0", 68), ("192.168.48.250", 67), ("192.168.48.86", 68), ("192.168.48.87", 68)]
 
 
@@ -82,6 +93,15 @@ def test_a_bad_cache_size_is_a_config_error(tmp_path: Path, value: str) -> None:
     (tmp_path / "p.yaml").write_text("{}")
     with pytest.raises(ConfigError, match="reply-cache-size"):
         load_config(["--ippool-file", str(tmp_path / "p.yaml"), "--reply-cache-size", value], {})
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_respond_ignores_the_clock_which_the_memo_relies_on(name: str) -> None:
+    data = parse(load(name))
+    for ingress in (FROM_CLIENT, FROM_RELAY):
+        early = respond(data, SAMPLE_LEASES, LAB, ingress, 0.0)
+        late = respond(data, SAMPLE_LEASES, LAB, ingress, 2.0**40)
+        assert early == late
 
 
 # -- through the agent ------------------------------------------------------------------------
