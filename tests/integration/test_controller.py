@@ -629,6 +629,48 @@ def test_mixed_vm_gets_a_vmnetcfg_for_its_managed_nic_only(env: Env) -> None:
     assert [c["macAddress"] for c in cfg["spec"]["networkConfigs"]] == ["02:00:00:00:00:31"]
 
 
+def test_a_vm_that_leaves_its_managed_network_releases_its_address(env: Env) -> None:
+    env.nad()
+    env.pool()
+    wait_for(is_true(env, "ippools", "net-48", "CacheReady"), 15, "CacheReady")
+    env.vm("vm-l", "02:00:00:00:00:41")
+    wait_for(lambda: "02:00:00:00:00:41" in env.allocated().values(), 15, "allocated")
+    vm = env.custom.get_namespaced_custom_object(
+        "kubevirt.io", "v1", env.ns, "virtualmachines", "vm-l"
+    )
+    template = vm["spec"]["template"]["spec"]
+    template["networks"][1]["multus"]["networkName"] = f"{env.ns}/unmanaged"
+    patch = {"spec": {"template": {"spec": {"networks": template["networks"]}}}}
+    env.custom.patch_namespaced_custom_object(
+        "kubevirt.io", "v1", env.ns, "virtualmachines", "vm-l", patch
+    )
+    wait_for(lambda: env.get("virtualmachinenetworkconfigs", "vm-l") is None, 15, "deleted")
+    wait_for(lambda: "02:00:00:00:00:41" not in env.allocated().values(), 15, "released")
+
+
+def test_a_vm_whose_pool_is_gone_keeps_its_vmnetcfg(env: Env, controller: AgentProcess) -> None:
+    """Only leaving the network deletes the vmnetcfg: a VM still on a network whose pool was
+    deleted keeps it (and any ipAddress a user pinned in it)."""
+    env.nad()
+    env.pool()
+    wait_for(is_true(env, "ippools", "net-48", "CacheReady"), 15, "CacheReady")
+    env.vm("vm-k", "02:00:00:00:00:42")
+    wait_for(lambda: "02:00:00:00:00:42" in env.allocated().values(), 15, "allocated")
+    env.custom.delete_namespaced_custom_object(GROUP, VERSION, env.ns, "ippools", "net-48")
+    wait_for(lambda: env.get("ippools", "net-48") is None, 15, "pool deleted")
+    env.custom.patch_namespaced_custom_object(
+        "kubevirt.io",
+        "v1",
+        env.ns,
+        "virtualmachines",
+        "vm-k",
+        {"metadata": {"labels": {"touched": "yes"}}},
+    )
+    decided = f"vm {env.ns}/vm-k: no pool serves its networks; keeping its vmnetcfg"
+    wait_for(lambda: decided in controller.output(), 15, "the controller's decision")
+    assert env.get("virtualmachinenetworkconfigs", "vm-k") is not None
+
+
 def test_a_second_pool_on_one_network_is_refused(env: Env) -> None:
     env.nad()
     env.pool()

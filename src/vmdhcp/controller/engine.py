@@ -830,10 +830,27 @@ class Controller:
         for warning in warnings:
             log.warning("vm %s/%s: %s", *ref, warning)
         managed = [nic for nic in nics if nic.network_name in self.pool_of_network]
-        if not managed:
-            log.debug("no effective network configs found for vm %s/%s, skipping", *ref)
-            return
         current = ((existing or {}).get("spec") or {}).get("networkConfigs") or []
+        if not managed:
+            configured = {network_key(c.get("networkName") or "") for c in current}
+            if existing is None or not _owned_by(existing, vm, ref[1]):
+                log.debug("no effective network configs found for vm %s/%s, skipping", *ref)
+            elif configured & {nic.network_name for nic in nics}:
+                # the VM is still on the network but its pool is gone: keep the vmnetcfg (and a
+                # user's ipAddress in it) for when a pool serves that network again
+                log.info("vm %s/%s: no pool serves its networks; keeping its vmnetcfg", *ref)
+            else:
+                # the VM left every network its vmnetcfg names (upstream keeps the vmnetcfg
+                # and its addresses until the VM is deleted)
+                log.info("vm %s/%s left its managed networks: deleting its vmnetcfg", *ref)
+                try:
+                    await self.kube.delete_object(
+                        GROUP, VERSION, ref[0], "virtualmachinenetworkconfigs", ref[1]
+                    )
+                except ApiError as exc:
+                    if not exc.not_found:
+                        raise
+            return
         kept_ips = {
             (network_key(c.get("networkName") or ""), _mac_or_none(c.get("macAddress"))): c.get(
                 "ipAddress"
