@@ -811,6 +811,16 @@ class Controller:
 
     # -- VirtualMachine --------------------------------------------------------------------
 
+    async def _delete_vmnetcfg(self, ref: tuple[str, str]) -> None:
+        """Delete it (its finalizer releases its addresses); gone already is fine."""
+        try:
+            await self.kube.delete_object(
+                GROUP, VERSION, ref[0], "virtualmachinenetworkconfigs", ref[1]
+            )
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+
     async def reconcile_vm(self, ref: tuple[str, str]) -> None:
         vm = self.objects[VMS].get(ref)
         existing = self.objects[VMNETCFGS].get(ref)
@@ -818,13 +828,7 @@ class Controller:
             # The garbage collector does this through the owner reference on a real
             # cluster; doing it here too keeps addresses from leaking where it does not run.
             if existing is not None and _owned_by(existing, vm, ref[1]):
-                try:
-                    await self.kube.delete_object(
-                        GROUP, VERSION, ref[0], "virtualmachinenetworkconfigs", ref[1]
-                    )
-                except ApiError as exc:
-                    if not exc.not_found:
-                        raise
+                await self._delete_vmnetcfg(ref)
             return
         nics, warnings = nics_from_vm(vm)
         for warning in warnings:
@@ -843,13 +847,7 @@ class Controller:
                 # the VM left every network its vmnetcfg names (upstream keeps the vmnetcfg
                 # and its addresses until the VM is deleted)
                 log.info("vm %s/%s left its managed networks: deleting its vmnetcfg", *ref)
-                try:
-                    await self.kube.delete_object(
-                        GROUP, VERSION, ref[0], "virtualmachinenetworkconfigs", ref[1]
-                    )
-                except ApiError as exc:
-                    if not exc.not_found:
-                        raise
+                await self._delete_vmnetcfg(ref)
             return
         kept_ips = {
             (network_key(c.get("networkName") or ""), _mac_or_none(c.get("macAddress"))): c.get(
