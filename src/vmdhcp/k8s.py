@@ -215,17 +215,26 @@ class Kube:
         result: dict[str, Any] = self.api.sanitize_for_serialization(pod)
         return result
 
-    async def delete_pod(self, namespace: str, name: str, uid: str | None = None) -> None:
-        body = {"preconditions": {"uid": uid}} if uid else None
-        # The answer may be the Pod or a Status; the client cannot decode the latter.
-        await self._call(
-            self.core.delete_namespaced_pod,
-            name,
-            namespace,
-            body=body,
-            write=True,
-            _preload_content=False,
+    async def list_pods(self, namespace: str, label_selector: str) -> dict[str, Any]:
+        pods = await self._call(
+            self.core.list_namespaced_pod, namespace, label_selector=label_selector, write=False
         )
+        result: dict[str, Any] = self.api.sanitize_for_serialization(pods)
+        return result
+
+    async def delete_pod(self, namespace: str, name: str, uid: str | None = None) -> None:
+        body: Any = {"preconditions": {"uid": uid}} if uid else None
+
+        def delete(**kwargs: Any) -> None:
+            # The answer may be the Pod or a Status, which the client cannot decode: take it
+            # raw, and read it whole, which hands the connection back to the pool.
+            response: Any = self.core.delete_namespaced_pod(
+                name, namespace, body=body, _preload_content=False, **kwargs
+            )
+            response.read()
+            response.release_conn()
+
+        await self._call(delete, write=True)
 
     async def create_event(self, namespace: str, body: dict[str, Any]) -> None:
         await self._call(self.core.create_namespaced_event, namespace, body, write=True)

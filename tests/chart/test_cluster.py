@@ -337,7 +337,8 @@ def run_scenario(installed: Installed, logs: dict[str, Path]) -> None:
         kubeconfig = installed.kubeconfigs["controller"]
         controller = running.enter_context(
             running_controller(
-                [*controller_args, "--kubeconfig", str(kubeconfig)],
+                # a resync every second: its relists must pass the chart's RBAC as well
+                [*controller_args, "--kubeconfig", str(kubeconfig), "--resync-period", "1"],
                 logs["controller"],
                 env={"KUBECONFIG": str(kubeconfig)},
             )

@@ -63,6 +63,8 @@ def controller(
         "--no-leader-election",
         "--enable-cache-dump-api",
         "--kubeconfig", str(cluster.kubeconfig),
+        # every second: the whole suite also proves a resync undoes nothing the watches did
+        "--resync-period", "1",
     ]  # fmt: skip
     with running_controller(args, log) as process:
         yield process
@@ -669,6 +671,19 @@ def test_a_vm_whose_pool_is_gone_keeps_its_vmnetcfg(env: Env, controller: AgentP
     decided = f"vm {env.ns}/vm-k: no pool serves its networks; keeping its vmnetcfg"
     wait_for(lambda: decided in controller.output(), 15, "the controller's decision")
     assert env.get("virtualmachinenetworkconfigs", "vm-k") is not None
+
+
+def test_the_controller_resyncs_periodically(controller: AgentProcess) -> None:
+    def resyncs() -> float:
+        text = str(controller.get("/metrics")[1])
+        for line in text.splitlines():
+            if line.startswith('vmdhcpcontroller_resyncs_total{result="ok"}'):
+                return float(line.split()[1])
+        return 0.0
+
+    first = wait_for(resyncs, 15, "a resync")
+    wait_for(lambda: resyncs() > first, 15, "another resync")
+    assert 'vmdhcpcontroller_resyncs_total{result="error"} 0.0' in controller.get("/metrics")[1]
 
 
 def test_a_second_pool_on_one_network_is_refused(env: Env) -> None:

@@ -179,6 +179,10 @@ async def run(config: ControllerConfig) -> int:
         ]
         if elector is not None:
             tasks.append(asyncio.create_task(elector.keep(), name="lease"))
+        if config.resync_seconds:
+            tasks.append(
+                asyncio.create_task(controller.resync_every(config.resync_seconds), name="resync")
+            )
         watched = [t for t in tasks if t.get_name() != "signals"]
         done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         finished = done.pop()

@@ -65,7 +65,12 @@ class ControllerConfig:
     retry_seconds: float = 2.0
     """Pools may not overlap it (the webhook's rule, re-checked here)."""
     status_flush_seconds: float = 0.2
+    resync_seconds: float = 300.0
+    """How often everything watched is relisted to catch deletions a watch missed (0: never)."""
     """How long allocation changes of one pool gather before its status is written."""
+
+
+MAX_RESYNC_SECONDS = 7 * 24 * 3600
 
 
 def _truthy(value: str | None) -> bool:
@@ -101,6 +106,14 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
     p.add_argument("--http-address", default="0.0.0.0")
     p.add_argument("--http-port", type=int, default=8080)
     p.add_argument(
+        "--resync-period",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="relist everything watched this often, to catch deletions a broken watch missed "
+        "(default 300; 0 turns it off)",
+    )
+    p.add_argument(
         "--debug", action="store_true", default=_truthy(env.get("VM_DHCP_CONTROLLER_DEBUG"))
     )
     p.add_argument(
@@ -116,6 +129,10 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
         raise ConfigError(f"--http-port {args.http_port} is not a port number")
     if not 0 < args.leader_election_renew_period < args.leader_election_lease_duration:
         raise ConfigError("the lease renew period must be shorter than the lease duration")
+    if not 0 <= args.resync_period <= MAX_RESYNC_SECONDS:
+        raise ConfigError(
+            f"--resync-period {args.resync_period} is not between 0 and {MAX_RESYNC_SECONDS} s"
+        )
     try:
         service_cidr = IPv4Network(args.service_cidr, strict=False)
     except ValueError:
@@ -138,5 +155,6 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
         service_cidr=service_cidr,
         lease_seconds=args.leader_election_lease_duration,
         renew_seconds=args.leader_election_renew_period,
+        resync_seconds=args.resync_period,
         retry_seconds=args.leader_election_retry_period,
     )

@@ -30,6 +30,7 @@ from vmdhcp.api import (
     split_network_name,
 )
 from vmdhcp.api.constants import (
+    AGENT_LABEL_VALUE,
     ANNOTATION_DHCP_POOL,
     ANNOTATION_HOLD_AGENT_UPGRADE,
     EXCLUDED_MARK,
@@ -38,11 +39,13 @@ from vmdhcp.api.constants import (
     LABEL_CLUSTER_NETWORK,
     LABEL_IPPOOL_NAME,
     LABEL_IPPOOL_NAMESPACE,
+    LABEL_VM_DHCP_CONTROLLER,
     LABEL_VM_NAME,
     NAD_GROUP,
     NAD_PLURAL,
     NAD_VERSION,
     RESERVED_MARK,
+    VM_PLURAL,
 )
 from vmdhcp.controller.conditions import OK, error, set_condition
 from vmdhcp.controller.config import ControllerConfig, parse_image
@@ -72,6 +75,13 @@ UPSTREAM_FINALIZERS = (
     "wrangler.cattle.io/vm-dhcp-vmnetcfg-controller",
 )
 IPPOOLS, VMNETCFGS, VMS, NADS, PODS = "ippool", "vmnetcfg", "vm", "nad", "pod"
+RESOURCES: dict[str, tuple[str, str, str]] = {
+    IPPOOLS: (GROUP, VERSION, "ippools"),
+    VMNETCFGS: (GROUP, VERSION, "virtualmachinenetworkconfigs"),
+    VMS: (KUBEVIRT_GROUP, KUBEVIRT_VERSION, VM_PLURAL),
+    NADS: (NAD_GROUP, NAD_VERSION, NAD_PLURAL),
+}
+"""(group, version, plural) of the custom resources the controller watches."""
 RETRY_SECONDS = 10.0
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
@@ -160,6 +170,76 @@ class Controller:
             return  # the watch already said this version is gone
         if _rv(body) >= _rv(self.objects[kind].get(ref)):
             self.objects[kind][ref] = body
+
+    # -- resynchronisation -----------------------------------------------------------------
+
+    async def _list(self, kind: str) -> Body:
+        if kind == PODS:
+            selector = f"{LABEL_VM_DHCP_CONTROLLER}={AGENT_LABEL_VALUE}"
+            return await self.kube.list_pods(self.config.agent_namespace, selector)
+        return await self.kube.list_objects(*RESOURCES[kind])
+
+    async def resync(self) -> int:
+        """Relist every watched kind and correct the cache from the lists; returns how many
+        corrections it made.
+
+        After a watch expires (410 Gone) kopf relists, but it reports nothing for objects
+        that went meanwhile: the cache would keep them, and their addresses, until a
+        restart. An object the cache holds at a resourceVersion the list has passed, and
+        that the list no longer has, was deleted: it goes through the same path as a
+        watched deletion. An object newer in the list than in the cache is observed too.
+        """
+        corrections = 0
+        for kind in (IPPOOLS, VMNETCFGS, VMS, NADS, PODS):
+            try:
+                listing = await self._list(kind)
+            except ApiError as exc:
+                if exc.not_found:  # that API is not installed (no KubeVirt, no Multus)
+                    continue
+                raise
+            snapshot = _rv(listing)
+            cache = self.objects[kind]
+            present: set[tuple[str, str]] = set()
+            for body in listing.get("items") or []:
+                meta = _meta(body)
+                ref = (meta.get("namespace") or "", meta.get("name") or "")
+                present.add(ref)
+                cached = cache.get(ref)
+                if cached is not None and _meta(cached).get("uid") != meta.get("uid"):
+                    # deleted and created again under the same name while unwatched
+                    log.warning("resync: %s %s/%s was replaced unwatched", kind, *ref)
+                    self.metrics.resync_corrections.labels("deleted").inc()
+                    self.observe(kind, "DELETED", cached)
+                    corrections += 1
+                if _rv(body) > _rv(cache.get(ref)):
+                    log.info("resync: %s %s/%s changed unwatched", kind, *ref)
+                    self.metrics.resync_corrections.labels("modified").inc()
+                    self.observe(kind, "MODIFIED", body)
+                    corrections += 1
+            for ref, body in list(cache.items()):
+                if ref not in present and _rv(body) <= snapshot:
+                    log.warning("resync: %s %s/%s was deleted unwatched", kind, *ref)
+                    self.metrics.resync_corrections.labels("deleted").inc()
+                    self.observe(kind, "DELETED", body)
+                    corrections += 1
+        return corrections
+
+    async def resync_every(self, seconds: float) -> None:
+        """Resync forever, `seconds` apart; a failed round is logged and retried next time."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                corrections = await self.resync()
+            except ApiError as exc:
+                self.metrics.resyncs.labels("error").inc()
+                log.warning("resync failed, retrying in %.0f s: %s", seconds, exc)
+                continue
+            except Exception:  # a bug here must not stop the controller: the watches go on
+                self.metrics.resyncs.labels("error").inc()
+                log.exception("resync failed, retrying in %.0f s", seconds)
+                continue
+            self.metrics.resyncs.labels("ok").inc()
+            log.debug("resync: %d corrections", corrections)
 
     # -- start-up --------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 
 class ControllerMetrics:
@@ -26,6 +26,22 @@ class ControllerMetrics:
             ["vmnetcfg", "network", "mac", "ip", "state"],
             registry=self.registry,
         )
+        self.resyncs = Counter(
+            "vmdhcpcontroller_resyncs",
+            "Relists of everything watched, by result (ok, error)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.resync_corrections = Counter(
+            "vmdhcpcontroller_resync_corrections",
+            "Changes a relist found that no watch had delivered, by kind (deleted, modified)",
+            ["kind"],
+            registry=self.registry,
+        )
+        for result in ("ok", "error"):
+            self.resyncs.labels(result)
+        for kind in ("deleted", "modified"):
+            self.resync_corrections.labels(kind)
         self._pool_series: dict[str, tuple[str, str, str]] = {}
         self._vmnetcfg_series: dict[str, set[tuple[str, str, str, str, str]]] = {}
 
