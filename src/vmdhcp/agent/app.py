@@ -37,6 +37,7 @@ from vmdhcp.dhcp import (
 log = logging.getLogger("vmdhcp.agent")
 
 _ZERO = ZERO_ADDRESS
+INGRESS_CACHE_SIZE = 1024
 NTP_CACHE_SECONDS = 300.0
 NTP_FAILURE_CACHE_SECONDS = 30.0
 NTP_RESOLVE_TIMEOUT = 3.0
@@ -52,6 +53,8 @@ class Agent:
         self.events: EventPoster | None = None
         self.trace = config.log_level == "TRACE"
         self._ntp_cache: dict[str, tuple[float, tuple[IPv4Address, ...]]] = {}
+        self._ingress: dict[tuple[str, int], Ingress] = {}
+        """Source (address, port) -> its Ingress; only the packet thread uses it."""
 
     # -- readiness and views -------------------------------------------------------------
 
@@ -101,11 +104,9 @@ class Agent:
         if state is None:
             metrics.dropped_by_reason["not_ready"].inc()
             return None
-        address = source[0]
-        # clients without an address send from 0.0.0.0: skip the address parser for them
-        ingress = Ingress(
-            self.config.nic, _ZERO if address == "0.0.0.0" else IPv4Address(address), source[1]
-        )
+        ingress = self._ingress.get(source)
+        if ingress is None:
+            ingress = self._ingress_from(source)
         decision = respond(request, state.leases, state.config, ingress, time.time())
         if isinstance(decision, Drop):
             metrics.dropped_by_reason[decision.reason.value].inc()
@@ -130,6 +131,19 @@ class Agent:
             assert request_type is not None  # a reply answers a known message type
             state.replies.remember(data, source, (outgoing, int(request_type), int(reply_type)))
         return outgoing
+
+    def _ingress_from(self, source: tuple[str, int]) -> Ingress:
+        """Parsing the address costs about 1.8 µs, a tenth of a reply: keep the Ingress of
+        recent sources (relays, renewing clients); clients without an address all send from
+        0.0.0.0:68."""
+        if len(self._ingress) >= INGRESS_CACHE_SIZE:
+            self._ingress.clear()
+        address = source[0]
+        ingress = Ingress(
+            self.config.nic, _ZERO if address == "0.0.0.0" else IPv4Address(address), source[1]
+        )
+        self._ingress[source] = ingress
+        return ingress
 
     def _report(self, event: Event) -> None:
         if isinstance(event, Declined):

@@ -20,7 +20,7 @@ from tests.unit.dhcp.helpers import (
     load,
     request,
 )
-from vmdhcp.agent.app import Agent
+from vmdhcp.agent.app import INGRESS_CACHE_SIZE, Agent
 from vmdhcp.agent.config import ConfigError, load_config
 from vmdhcp.agent.replies import ReplyMemo
 from vmdhcp.api import IPPool
@@ -219,3 +219,15 @@ def test_remembered_and_fresh_answers_agree(
         assert parse(answer[0]).xid == xids[1]
         if giaddr is not None:
             assert answer[1] == Relay(giaddr)
+
+
+def test_every_source_is_answered_as_itself_past_the_ingress_cache(tmp_path: Path) -> None:
+    """INFORM without ciaddr goes back to the datagram's source: through more sources than
+    the agent keeps parsed, each still gets its own."""
+    agent = make_agent(tmp_path, 0)
+    data = serialize(request(MessageType.INFORM, mac=KNOWN_MAC))
+    for n in range(INGRESS_CACHE_SIZE + 100):
+        source = (str(IPv4Address("10.1.0.0") + n), 68)
+        answer = agent.handle(data, source)
+        assert answer is not None
+        assert answer[2] == source
