@@ -1,19 +1,24 @@
-"""The controller's resync against the real test API server: what a broken watch never
-reported (deleted, changed, replaced objects) is corrected from a relist, and nothing the
-watch delivered after the list is undone."""
+"""The controller's resync and its agent-pod watch against the real test API server: what a
+broken watch never reported (deleted, changed, replaced objects) is corrected from a
+relist, nothing the watch delivered after the list is undone, and the pod watch sees the
+agent pods of its namespace only, across relists."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiClient, CustomObjectsApi
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 
 from tests.integration.test_controller import GROUP, POOL_SPEC, VERSION
+from vmdhcp.api.constants import AGENT_LABEL_VALUE, LABEL_VM_DHCP_CONTROLLER
 from vmdhcp.controller.config import ConfigError, load_config
-from vmdhcp.controller.engine import IPPOOLS, VMNETCFGS, Controller
+from vmdhcp.controller.engine import IPPOOLS, PODS, VMNETCFGS, Controller
 from vmdhcp.controller.metrics import ControllerMetrics
+from vmdhcp.controller.podwatch import PodWatch
 from vmdhcp.k8s import Kube
 
 pytestmark = pytest.mark.cluster
@@ -118,3 +123,64 @@ async def test_resync_corrects_what_the_watch_missed(
 def test_a_bad_resync_period_is_refused(value: str) -> None:
     with pytest.raises(ConfigError, match="resync-period"):
         load_config(["--namespace", "n", "--no-agent", "--resync-period", value], {})
+
+
+def agent_pod_body(name: str, labelled: bool) -> dict[str, Any]:
+    labels = {LABEL_VM_DHCP_CONTROLLER: AGENT_LABEL_VALUE} if labelled else {"app": "other"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "c", "image": "registry.example/none:1"}]},
+    }
+
+
+async def test_the_pod_watch_sees_only_labelled_pods_of_its_namespace_across_relists(
+    api_client: ApiClient, core_api: CoreV1Api, namespace: str
+) -> None:
+    loop = asyncio.get_running_loop()
+    config = load_config(["--namespace", namespace, "--no-agent"], {})
+    controller = Controller(config, Kube(api_client), ControllerMetrics())
+    lists: list[bool] = []
+
+    def on_list(listing: dict[str, Any], first: bool) -> None:
+        lists.append(first)
+        controller.correct(PODS, listing, initial=first)
+
+    core_api.create_namespaced_pod(namespace, agent_pod_body("before", True))
+    watch = PodWatch(
+        Kube(api_client),
+        namespace,
+        f"{LABEL_VM_DHCP_CONTROLLER}={AGENT_LABEL_VALUE}",
+        on_list=on_list,
+        on_event=lambda kind, body: controller.observe(PODS, kind, body),
+        watch_seconds=1,  # the server ends each watch after a second: relists all along
+    )
+    watch.start(loop)
+    pods = controller.objects[PODS]
+
+    async def until(condition: Callable[[], bool], what: str) -> None:
+        for _ in range(200):
+            if condition():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}: {sorted(pods)}")
+
+    try:
+        await until(lambda: (namespace, "before") in pods, "the listed pod")
+        core_api.create_namespaced_pod(namespace, agent_pod_body("agent", True))
+        core_api.create_namespaced_pod(namespace, agent_pod_body("stranger", False))
+        await until(lambda: (namespace, "agent") in pods, "the watched pod")
+        # raw answer: a deletion with no kubelet answers with a Status the client cannot
+        # decode as a Pod
+        core_api.delete_namespaced_pod(
+            "before", namespace, grace_period_seconds=0, _preload_content=False
+        ).read()
+        await until(lambda: (namespace, "before") not in pods, "the deletion")
+        seen = len(lists)
+        await until(lambda: len(lists) >= seen + 2, "two relists")
+        assert lists[0] is True
+        assert not any(lists[1:])
+        assert set(pods) == {(namespace, "agent")}
+    finally:
+        watch.stop()

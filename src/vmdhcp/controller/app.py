@@ -34,6 +34,7 @@ from vmdhcp.controller.engine import IPPOOLS, NADS, PODS, VMNETCFGS, VMS, Contro
 from vmdhcp.controller.http import make_app
 from vmdhcp.controller.leader import LeaderElector
 from vmdhcp.controller.metrics import ControllerMetrics
+from vmdhcp.controller.podwatch import PodWatch
 
 log = logging.getLogger("vmdhcp.controller")
 
@@ -50,7 +51,7 @@ def packaged_crds() -> list[dict[str, Any]]:
     ]
 
 
-def build_registry(controller: Controller, agent_namespace: str) -> kopf.OperatorRegistry:
+def build_registry(controller: Controller) -> kopf.OperatorRegistry:
     """kopf only watches: every event goes to `Controller.observe`. No state-keeping
     handlers, so kopf writes no annotations or finalizers on any object."""
     registry = kopf.OperatorRegistry()
@@ -73,14 +74,7 @@ def build_registry(controller: Controller, agent_namespace: str) -> kopf.Operato
     )
     kopf.on.event(KUBEVIRT_GROUP, KUBEVIRT_VERSION, VM_PLURAL, registry=registry)(watch(VMS))
     kopf.on.event(NAD_GROUP, NAD_VERSION, NAD_PLURAL, registry=registry)(watch(NADS))
-    kopf.on.event(
-        "",
-        "v1",
-        "pods",
-        labels={LABEL_VM_DHCP_CONTROLLER: AGENT_LABEL_VALUE},
-        when=lambda namespace, **_: namespace == agent_namespace,
-        registry=registry,
-    )(watch(PODS))
+    # agent pods: not through kopf, which would watch every pod in the cluster (PodWatch)
     return registry
 
 
@@ -125,6 +119,7 @@ async def run(config: ControllerConfig) -> int:
         await runner.cleanup()
         return 1
     tasks: list[asyncio.Task[Any]] = []
+    pods: PodWatch | None = None
     try:
         if config.install_crds:
             for crd in packaged_crds():
@@ -151,6 +146,14 @@ async def run(config: ControllerConfig) -> int:
                 return 0
             standby.clear()
         await controller.rebuild()
+        pods = PodWatch(
+            kube,
+            config.agent_namespace,
+            f"{LABEL_VM_DHCP_CONTROLLER}={AGENT_LABEL_VALUE}",
+            on_list=lambda listing, first: controller.correct(PODS, listing, initial=first),
+            on_event=lambda kind, body: controller.observe(PODS, kind, body),
+        )
+        pods.start(loop)
         kopf_stop = asyncio.Event()
         kopf_ready = asyncio.Event()
 
@@ -165,7 +168,7 @@ async def run(config: ControllerConfig) -> int:
             asyncio.create_task(controller.run_workers(WORKERS), name="workers"),
             asyncio.create_task(
                 kopf.operator(
-                    registry=build_registry(controller, config.agent_namespace),
+                    registry=build_registry(controller),
                     settings=operator_settings(config),
                     standalone=True,
                     clusterwide=True,
@@ -208,6 +211,8 @@ async def run(config: ControllerConfig) -> int:
         log.error("the API server refused: %s", exc)
         return 1
     finally:
+        if pods is not None:
+            pods.stop()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

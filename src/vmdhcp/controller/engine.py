@@ -197,31 +197,42 @@ class Controller:
                 if exc.not_found:  # that API is not installed (no KubeVirt, no Multus)
                     continue
                 raise
-            snapshot = _rv(listing)
-            cache = self.objects[kind]
-            present: set[tuple[str, str]] = set()
+            corrections += self.correct(kind, listing)
+        return corrections
+
+    def correct(self, kind: str, listing: Body, initial: bool = False) -> int:
+        """Bring the cache of `kind` in line with a fresh list of it (see `resync`). An
+        `initial` list (a watch's first) fills the cache: nothing in it is a correction."""
+        if initial:
             for body in listing.get("items") or []:
-                meta = _meta(body)
-                ref = (meta.get("namespace") or "", meta.get("name") or "")
-                present.add(ref)
-                cached = cache.get(ref)
-                if cached is not None and _meta(cached).get("uid") != meta.get("uid"):
-                    # deleted and created again under the same name while unwatched
-                    log.warning("resync: %s %s/%s was replaced unwatched", kind, *ref)
-                    self.metrics.resync_corrections.labels("deleted").inc()
-                    self.observe(kind, "DELETED", cached)
-                    corrections += 1
-                if _rv(body) > _rv(cache.get(ref)):
-                    log.info("resync: %s %s/%s changed unwatched", kind, *ref)
-                    self.metrics.resync_corrections.labels("modified").inc()
-                    self.observe(kind, "MODIFIED", body)
-                    corrections += 1
-            for ref, body in list(cache.items()):
-                if ref not in present and _rv(body) <= snapshot:
-                    log.warning("resync: %s %s/%s was deleted unwatched", kind, *ref)
-                    self.metrics.resync_corrections.labels("deleted").inc()
-                    self.observe(kind, "DELETED", body)
-                    corrections += 1
+                self.observe(kind, None, body)
+            return 0
+        corrections = 0
+        snapshot = _rv(listing)
+        cache = self.objects[kind]
+        present: set[tuple[str, str]] = set()
+        for body in listing.get("items") or []:
+            meta = _meta(body)
+            ref = (meta.get("namespace") or "", meta.get("name") or "")
+            present.add(ref)
+            cached = cache.get(ref)
+            if cached is not None and _meta(cached).get("uid") != meta.get("uid"):
+                # deleted and created again under the same name while unwatched
+                log.warning("resync: %s %s/%s was replaced unwatched", kind, *ref)
+                self.metrics.resync_corrections.labels("deleted").inc()
+                self.observe(kind, "DELETED", cached)
+                corrections += 1
+            if _rv(body) > _rv(cache.get(ref)):
+                log.info("resync: %s %s/%s changed unwatched", kind, *ref)
+                self.metrics.resync_corrections.labels("modified").inc()
+                self.observe(kind, "MODIFIED", body)
+                corrections += 1
+        for ref, body in list(cache.items()):
+            if ref not in present and _rv(body) <= snapshot:
+                log.warning("resync: %s %s/%s was deleted unwatched", kind, *ref)
+                self.metrics.resync_corrections.labels("deleted").inc()
+                self.observe(kind, "DELETED", body)
+                corrections += 1
         return corrections
 
     async def resync_every(self, seconds: float) -> None:

@@ -1,0 +1,101 @@
+"""The agent pods, listed and watched in the agent namespace only, with the agent label.
+
+kopf watches a resource either cluster-wide or in the operator's namespaces; for pods the
+controller needs neither: on a Harvester node every VM is a pod, and a cluster-wide watch
+would stream every virt-launcher change into the controller (and need the right to read
+every pod in the cluster). This watch asks the API server for exactly the agent pods.
+
+It runs in a daemon thread of its own (the client's watch blocks) and hands everything to
+the event loop: each list to `on_list` (with True for the first, which fills the cache;
+later ones correct it as a resync does) and each event to `on_event`. A watch that ends
+or expires (410 Gone) is followed by a relist; failures back off and retry for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from vmdhcp.k8s import Kube, watch_stream
+
+log = logging.getLogger(__name__)
+
+Body = dict[str, Any]
+
+WATCH_SECONDS = 300
+"""The server closes each watch after this long; the next one starts from a relist."""
+
+
+class PodWatch:
+    def __init__(
+        self,
+        kube: Kube,
+        namespace: str,
+        label_selector: str,
+        on_list: Callable[[Body, bool], object],
+        on_event: Callable[[str, Body], object],
+        watch_seconds: int = WATCH_SECONDS,
+    ) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.selector = label_selector
+        self.on_list = on_list
+        self.on_event = on_event
+        self.watch_seconds = watch_seconds
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._run, name="agent-pods", daemon=True)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread.start()
+
+    def stop(self) -> None:
+        """The thread ends at its next event or timeout; nothing reaches the loop after."""
+        self._stop.set()
+
+    def _hand_over(self, callback: Callable[..., object], *args: Any) -> None:
+        if self._loop is not None and not self._stop.is_set():
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _run(self) -> None:
+        core, api = self.kube.core, self.kube.api
+        backoff = 0.5
+        first = True
+        while not self._stop.is_set():
+            try:
+                listing: Body = api.sanitize_for_serialization(
+                    core.list_namespaced_pod(
+                        self.namespace, label_selector=self.selector, _request_timeout=30
+                    )
+                )
+                self._hand_over(self.on_list, listing, first)
+                first, backoff = False, 0.5
+                stream = watch_stream(
+                    core.list_namespaced_pod,
+                    self.namespace,
+                    label_selector=self.selector,
+                    resource_version=listing["metadata"]["resourceVersion"],
+                    timeout_seconds=self.watch_seconds,
+                    _request_timeout=self.watch_seconds + 15,
+                )
+                for event in stream:
+                    if self._stop.is_set():
+                        return
+                    kind = event.get("type")
+                    if kind in ("ADDED", "MODIFIED", "DELETED"):
+                        self._hand_over(self.on_event, kind, event["raw_object"])
+                    elif kind == "ERROR":
+                        break  # 410 Gone and the like: relist
+            except Exception as exc:  # the thread's boundary: log, back off, relist
+                log.warning(
+                    "agent pods in %s: list or watch failed (%s); retrying in %.1fs",
+                    self.namespace,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    backoff,
+                )
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
