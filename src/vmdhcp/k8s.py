@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -36,6 +37,52 @@ def core_v1(api: Any) -> Any:
 def watch_stream(list_function: Any, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
     """Events of a watch (`{"type": ..., "object": ...}`), ending at the server's timeout."""
     return cast(Iterator[dict[str, Any]], watch.Watch().stream(list_function, *args, **kwargs))
+
+
+def list_then_watch(
+    api: Any,
+    list_function: Any,
+    *args: Any,
+    on_list: Callable[[dict[str, Any], bool], None],
+    on_event: Callable[[str, dict[str, Any]], None],
+    on_failure: Callable[[str, float], None],
+    stop: threading.Event,
+    watch_seconds: int = 300,
+    **selectors: Any,
+) -> None:
+    """Until `stop` is set: list, hand the list over (`on_list(listing, first)`), watch
+    from its resourceVersion and hand over each ADDED, MODIFIED and DELETED object
+    (`on_event(type, body)`), all as plain API dicts. A watch that ends or expires (410
+    Gone) is followed by a relist; a failure is reported (`on_failure(reason, retry_in)`)
+    and retried after a backoff that grows to 10 s. Blocks: run it in a thread."""
+    backoff, first = 0.5, True
+    while not stop.is_set():
+        try:
+            listing: dict[str, Any] = api.sanitize_for_serialization(
+                list_function(*args, **selectors, _request_timeout=30)
+            )
+            on_list(listing, first)
+            first, backoff = False, 0.5
+            stream = watch_stream(
+                list_function,
+                *args,
+                **selectors,
+                resource_version=listing["metadata"]["resourceVersion"],
+                timeout_seconds=watch_seconds,
+                _request_timeout=watch_seconds + 15,
+            )
+            for event in stream:
+                if stop.is_set():
+                    return
+                kind = event.get("type")
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    on_event(kind, event["raw_object"])
+                elif kind == "ERROR":
+                    break  # 410 Gone and the like: relist
+        except Exception as exc:  # the loop's boundary: report, back off, relist
+            on_failure(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 10.0)
 
 
 def core_event(

@@ -164,59 +164,43 @@ class KubernetesSource:
     def _watch_forever(self, put: Callable[[IPPool | None], None]) -> None:
         from vmdhcp import k8s
 
-        api = k8s.custom_objects(self.api)
-        backoff = 0.5
-        selector = f"metadata.name={self.name}"
-        while not self._stop.is_set():
-            try:
-                listed: dict[str, Any] = api.list_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    "ippools",
-                    field_selector=selector,
-                    _request_timeout=15,
-                )
-                items: list[Any] = listed.get("items", [])
-                if not items:
-                    put(None)
-                elif (pool := self._parse(items[0])) is not None:
-                    put(pool)
-                version = listed["metadata"]["resourceVersion"]
-                backoff = 0.5
-                stream = k8s.watch_stream(
-                    api.list_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    "ippools",
-                    field_selector=selector,
-                    resource_version=version,
-                    timeout_seconds=self.watch_timeout,
-                    _request_timeout=self.watch_timeout + 15,
-                )
-                for event in stream:
-                    if self._stop.is_set():
-                        return
-                    kind = event.get("type")
-                    if kind == "DELETED":
-                        put(None)
-                    elif kind in ("ADDED", "MODIFIED"):
-                        if (pool := self._parse(event["object"])) is not None:
-                            put(pool)
-                    elif kind == "ERROR":
-                        break  # e.g. 410 Gone: relist
-            except Exception as exc:  # the watch thread's boundary: log and retry
-                log.warning(
-                    "ippool %s/%s: API server unreachable or refusing (%s); serving the "
-                    "last known leases, retrying in %.1fs",
-                    self.namespace,
-                    self.name,
-                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                    backoff,
-                )
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+        def listed(listing: dict[str, Any], first: bool) -> None:
+            items: list[Any] = listing.get("items") or []
+            if not items:
+                put(None)
+            elif (pool := self._parse(items[0])) is not None:
+                put(pool)
+
+        def changed(kind: str, body: dict[str, Any]) -> None:
+            if kind == "DELETED":
+                put(None)
+            elif (pool := self._parse(body)) is not None:
+                put(pool)
+
+        def failed(reason: str, retry_in: float) -> None:
+            log.warning(
+                "ippool %s/%s: API server unreachable or refusing (%s); serving the "
+                "last known leases, retrying in %.1fs",
+                self.namespace,
+                self.name,
+                reason,
+                retry_in,
+            )
+
+        k8s.list_then_watch(
+            self.api,
+            k8s.custom_objects(self.api).list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            "ippools",
+            field_selector=f"metadata.name={self.name}",
+            on_list=listed,
+            on_event=changed,
+            on_failure=failed,
+            stop=self._stop,
+            watch_seconds=self.watch_timeout,
+        )
 
     def _parse(self, body: Any) -> IPPool | None:
         try:

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from vmdhcp.k8s import Kube, watch_stream
+from vmdhcp.k8s import Kube, list_then_watch
 
 log = logging.getLogger(__name__)
 
@@ -62,40 +62,22 @@ class PodWatch:
             self._loop.call_soon_threadsafe(callback, *args)
 
     def _run(self) -> None:
-        core, api = self.kube.core, self.kube.api
-        backoff = 0.5
-        first = True
-        while not self._stop.is_set():
-            try:
-                listing: Body = api.sanitize_for_serialization(
-                    core.list_namespaced_pod(
-                        self.namespace, label_selector=self.selector, _request_timeout=30
-                    )
-                )
-                self._hand_over(self.on_list, listing, first)
-                first, backoff = False, 0.5
-                stream = watch_stream(
-                    core.list_namespaced_pod,
-                    self.namespace,
-                    label_selector=self.selector,
-                    resource_version=listing["metadata"]["resourceVersion"],
-                    timeout_seconds=self.watch_seconds,
-                    _request_timeout=self.watch_seconds + 15,
-                )
-                for event in stream:
-                    if self._stop.is_set():
-                        return
-                    kind = event.get("type")
-                    if kind in ("ADDED", "MODIFIED", "DELETED"):
-                        self._hand_over(self.on_event, kind, event["raw_object"])
-                    elif kind == "ERROR":
-                        break  # 410 Gone and the like: relist
-            except Exception as exc:  # the thread's boundary: log, back off, relist
-                log.warning(
-                    "agent pods in %s: list or watch failed (%s); retrying in %.1fs",
-                    self.namespace,
-                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                    backoff,
-                )
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+        list_then_watch(
+            self.kube.api,
+            self.kube.core.list_namespaced_pod,
+            self.namespace,
+            label_selector=self.selector,
+            on_list=lambda listing, first: self._hand_over(self.on_list, listing, first),
+            on_event=lambda kind, body: self._hand_over(self.on_event, kind, body),
+            on_failure=self._failed,
+            stop=self._stop,
+            watch_seconds=self.watch_seconds,
+        )
+
+    def _failed(self, reason: str, retry_in: float) -> None:
+        log.warning(
+            "agent pods in %s: list or watch failed (%s); retrying in %.1fs",
+            self.namespace,
+            reason,
+            retry_in,
+        )
