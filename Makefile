@@ -4,7 +4,8 @@
 #   make lint        ruff + mypy only
 #   make bench-ipam  IPAM figures (allocation rate, memory, restore time)
 #   make bench-core  DHCP protocol core figures (µs per packet)
-#   make bench-dhcp  the agent against Kea and dnsmasq under perfdhcp (root)
+#   make bench-dhcp  the agent against Kea and dnsmasq under perfdhcp (root;
+#                    BENCH_ARGS="--awake --servers agent,kea" and so on)
 #   make bench-controller  1,000 VMs on one pool against the test API server
 #   make fuzz        long property run of the DHCP parser
 #   make demo        the whole system on this machine: a VM gets its address (root)
@@ -28,6 +29,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: images image-controller image-webhook image-agent run-controller run-agent
 .PHONY: all test lint fmt unit venv deps bench-ipam bench-core bench-dhcp bench-controller fuzz demo e2e-kind clean
@@ -73,7 +75,7 @@ bench-core: $(STAMP)
 	$(BIN)/python bench/bench_core.py
 
 bench-dhcp: $(STAMP) deps
-	$(BIN)/python bench/bench_dhcp.py
+	$(BIN)/python bench/bench_dhcp.py $(BENCH_ARGS)
 
 bench-controller: $(STAMP)
 	$(BIN)/python bench/bench_controller.py
