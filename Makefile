@@ -5,7 +5,7 @@
 #   make bench-ipam  IPAM figures (allocation rate, memory, restore time)
 #   make bench-core  DHCP protocol core figures (µs per packet)
 #   make bench-dhcp  the agent against Kea and dnsmasq under perfdhcp (root;
-#                    BENCH_ARGS="--awake --servers agent,kea" and so on)
+#                    BENCH_ARGS="--servers agent,kea --halt-poll-ns 200000" and so on)
 #   make bench-controller  1,000 VMs on one pool against the test API server
 #   make fuzz        long property run of the DHCP parser
 #   make demo        the whole system on this machine: a VM gets its address (root)
