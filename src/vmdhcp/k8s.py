@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -39,6 +40,10 @@ def watch_stream(list_function: Any, *args: Any, **kwargs: Any) -> Iterator[dict
     return cast(Iterator[dict[str, Any]], watch.Watch().stream(list_function, *args, **kwargs))
 
 
+SHORTEST_WATCH_SECONDS = 1.0
+"""A watch that ends sooner than this counts as a failure for the backoff."""
+
+
 def list_then_watch(
     api: Any,
     list_function: Any,
@@ -62,7 +67,8 @@ def list_then_watch(
                 list_function(*args, **selectors, _request_timeout=30)
             )
             on_list(listing, first)
-            first, backoff = False, 0.5
+            first = False
+            watched_from = time.monotonic()
             stream = watch_stream(
                 list_function,
                 *args,
@@ -79,6 +85,14 @@ def list_then_watch(
                     on_event(kind, event["raw_object"])
                 elif kind == "ERROR":
                     break  # 410 Gone and the like: relist
+            # only a watch that ran for a while resets the backoff: a list that works
+            # followed by a watch that fails or ends at once (no watch permission, a proxy
+            # cutting streams) must not relist in a tight loop
+            if time.monotonic() - watched_from >= SHORTEST_WATCH_SECONDS:
+                backoff = 0.5
+            else:
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
         except Exception as exc:  # the loop's boundary: report, back off, relist
             on_failure(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, backoff)
             stop.wait(backoff)

@@ -668,9 +668,32 @@ def test_a_vm_whose_pool_is_gone_keeps_its_vmnetcfg(env: Env, controller: AgentP
         "vm-k",
         {"metadata": {"labels": {"touched": "yes"}}},
     )
-    decided = f"vm {env.ns}/vm-k: no pool serves its networks; keeping its vmnetcfg"
+    decided = f"vm {env.ns}/vm-k: no NIC with a MAC on a network with a pool; keeping its vmnetcfg"
     wait_for(lambda: decided in controller.output(), 15, "the controller's decision")
     assert env.get("virtualmachinenetworkconfigs", "vm-k") is not None
+
+
+def test_a_vm_whose_nic_lost_its_mac_keeps_its_vmnetcfg(env: Env, controller: AgentProcess) -> None:
+    """A NIC still on the managed network but without a usable MAC (cleared from the spec,
+    no annotation) has not left the network: its address stays allocated."""
+    env.nad()
+    env.pool()
+    wait_for(is_true(env, "ippools", "net-48", "CacheReady"), 15, "CacheReady")
+    env.vm("vm-n", "02:00:00:00:00:43")
+    wait_for(lambda: "02:00:00:00:00:43" in env.allocated().values(), 15, "allocated")
+    vm = env.custom.get_namespaced_custom_object(
+        "kubevirt.io", "v1", env.ns, "virtualmachines", "vm-n"
+    )
+    interfaces = vm["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"]
+    interfaces[1]["macAddress"] = "not-a-mac"
+    patch = {"spec": {"template": {"spec": {"domain": {"devices": {"interfaces": interfaces}}}}}}
+    env.custom.patch_namespaced_custom_object(
+        "kubevirt.io", "v1", env.ns, "virtualmachines", "vm-n", patch
+    )
+    decided = f"vm {env.ns}/vm-n: no NIC with a MAC on a network with a pool; keeping its vmnetcfg"
+    wait_for(lambda: decided in controller.output(), 15, "the controller's decision")
+    assert env.get("virtualmachinenetworkconfigs", "vm-n") is not None
+    assert "02:00:00:00:00:43" in env.allocated().values()
 
 
 def test_the_controller_resyncs_periodically(controller: AgentProcess) -> None:

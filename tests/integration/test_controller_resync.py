@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
 
 from tests.integration.test_controller import GROUP, POOL_SPEC, VERSION
 from vmdhcp.api.constants import AGENT_LABEL_VALUE, LABEL_VM_DHCP_CONTROLLER
@@ -19,7 +22,7 @@ from vmdhcp.controller.config import ConfigError, load_config
 from vmdhcp.controller.engine import IPPOOLS, PODS, VMNETCFGS, Controller
 from vmdhcp.controller.metrics import ControllerMetrics
 from vmdhcp.controller.podwatch import PodWatch
-from vmdhcp.k8s import Kube
+from vmdhcp.k8s import Kube, list_then_watch
 
 pytestmark = pytest.mark.cluster
 
@@ -184,3 +187,68 @@ async def test_the_pod_watch_sees_only_labelled_pods_of_its_namespace_across_rel
         assert set(pods) == {(namespace, "agent")}
     finally:
         watch.stop()
+
+
+async def test_a_cache_ahead_of_the_list_is_not_taken_back(
+    api_client: ApiClient, custom_api: CustomObjectsApi, namespace: str
+) -> None:
+    """The watch may deliver a newer version, or a deletion, while a list is on its way:
+    the list must neither replace the newer object nor bring back the deleted one."""
+    config = load_config(["--namespace", namespace, "--no-agent"], {})
+    controller = Controller(config, Kube(api_client), ControllerMetrics())
+    ns = namespace
+    for name in ("replaced", "deleted"):
+        custom_api.create_namespaced_custom_object(
+            GROUP, VERSION, ns, "ippools", pool_body(ns, name)
+        )
+    listing = await controller.kube.list_objects(GROUP, VERSION, "ippools")
+    controller.correct(IPPOOLS, listing, initial=True)
+    await drain(controller)
+    # what the watch brought after that list was taken: "replaced" deleted and created
+    # again (another uid, a later version), "deleted" deleted
+    newer = copy.deepcopy(controller.objects[IPPOOLS][(ns, "replaced")])
+    newer["metadata"].update(uid="uid-of-the-new-one", resourceVersion=str(10**15))
+    controller.observe(IPPOOLS, "ADDED", newer)
+    gone = copy.deepcopy(controller.objects[IPPOOLS][(ns, "deleted")])
+    gone["metadata"]["resourceVersion"] = str(10**15)
+    controller.observe(IPPOOLS, "DELETED", gone)
+    await drain(controller)
+
+    assert controller.correct(IPPOOLS, listing) == 0
+    assert controller.objects[IPPOOLS][(ns, "replaced")]["metadata"]["uid"] == "uid-of-the-new-one"
+    assert (ns, "deleted") not in controller.objects[IPPOOLS]
+    assert await drain(controller) == set()
+
+
+def test_a_watch_that_fails_at_once_backs_off_its_relists(
+    api_client: ApiClient, namespace: str
+) -> None:
+    """A list that works and a watch that is refused (as without the watch verb) must not
+    relist twice a second for ever: the relists back off as failures do."""
+    core = CoreV1Api(api_client)
+    lists: list[float] = []
+
+    def list_or_refuse_watch(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("watch"):
+            raise ApiException(status=403, reason="Forbidden")
+        lists.append(time.monotonic())
+        return core.list_namespaced_pod(*args, **kwargs)
+
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=list_then_watch,
+        args=(api_client, list_or_refuse_watch, namespace),
+        kwargs={
+            "on_list": lambda listing, first: None,
+            "on_event": lambda kind, body: None,
+            "on_failure": lambda reason, retry_in: None,
+            "stop": stop,
+        },
+        daemon=True,
+    )
+    thread.start()
+    time.sleep(4)  # the behaviour under test is a rate: 4 s of it
+    stop.set()
+    thread.join(timeout=15)
+    # 0.5 + 1 + 2 s of backoff: lists at about 0, 0.5, 1.5 and 3.5 s (without backoff: 8)
+    assert 2 <= len(lists) <= 5, [round(t - lists[0], 2) for t in lists]

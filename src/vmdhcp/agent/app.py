@@ -38,6 +38,7 @@ log = logging.getLogger("vmdhcp.agent")
 
 _ZERO = ZERO_ADDRESS
 INGRESS_CACHE_SIZE = 1024
+HEARTBEAT_LIMIT = 30.0
 NTP_CACHE_SECONDS = 300.0
 NTP_FAILURE_CACHE_SECONDS = 30.0
 NTP_RESOLVE_TIMEOUT = 3.0
@@ -53,10 +54,23 @@ class Agent:
         self.events: EventPoster | None = None
         self.trace = config.log_level == "TRACE"
         self._ntp_cache: dict[str, tuple[float, tuple[IPv4Address, ...]]] = {}
+        self.heartbeat = time.monotonic()
+        """When the event loop last ran (see `health_problem`)."""
         self._ingress: dict[tuple[str, int], Ingress] = {}
         """Source (address, port) -> its Ingress; only the packet thread uses it."""
 
-    # -- readiness and views -------------------------------------------------------------
+    # -- health, readiness and views -----------------------------------------------------
+
+    @property
+    def health_problem(self) -> str:
+        """Why /healthz fails (empty when healthy): the receive thread ended, or the event
+        loop, which applies IPPool versions, has not run for HEARTBEAT_LIMIT seconds."""
+        if self.protocol is not None and not self.protocol.receiving:
+            return "dhcp receive thread stopped"
+        stalled = time.monotonic() - self.heartbeat
+        if stalled > HEARTBEAT_LIMIT:
+            return f"event loop stalled for {stalled:.0f}s"
+        return ""
 
     @property
     def ready(self) -> bool:
@@ -276,6 +290,13 @@ async def run(config: AgentConfig) -> int:
             agent.events = EventPoster(api_client, source.namespace, source.name, component)
 
         source.on_client = attach_events
+
+    async def beat() -> None:
+        while True:
+            agent.heartbeat = time.monotonic()
+            await asyncio.sleep(1.0)
+
+    heartbeat = asyncio.create_task(beat(), name="heartbeat")
     source_task = asyncio.create_task(source.run(), name="ippool-source")
     stop_task = asyncio.create_task(stop.wait())
     rc = 0
@@ -286,11 +307,11 @@ async def run(config: AgentConfig) -> int:
     # Stop answering first, then stop reading the pool, then the HTTP server.
     if agent.protocol is not None:
         agent.protocol.close()
-    for task in (source_task, stop_task):
+    for task in (source_task, stop_task, heartbeat):
         task.cancel()
     if isinstance(source, KubernetesSource):
         source.stop()
-    await asyncio.gather(source_task, stop_task, return_exceptions=True)
+    await asyncio.gather(source_task, stop_task, heartbeat, return_exceptions=True)
     http.close()
     log.info("stopped")
     return rc

@@ -18,7 +18,7 @@ from vmdhcp.errors import VmdhcpError
 
 DEFAULT_NIC = "eth1"
 DEFAULT_HTTP_PORT = 8080
-MAX_REPLY_CACHE = 1_000_000
+MAX_REPLY_CACHE = 65_536
 
 
 class ConfigError(VmdhcpError):

@@ -24,8 +24,11 @@ from vmdhcp.agent.metrics import AgentMetrics
 log = logging.getLogger(__name__)
 
 JSON = "application/json; charset=utf-8"
-REQUEST_TIMEOUT = 30.0
+REQUEST_TIMEOUT = 10.0
 """An idle or slow connection is closed after this many seconds."""
+MAX_CONNECTIONS = 32
+"""Connections served at once (a thread each); more are closed at once, so that a flood of
+idle connections cannot pile up threads that compete with the packet thread."""
 
 
 Route = Callable[[], tuple[HTTPStatus, str, bytes]]
@@ -33,6 +36,9 @@ Route = Callable[[], tuple[HTTPStatus, str, bytes]]
 
 
 class AgentView(Protocol):
+    @property
+    def health_problem(self) -> str: ...
+
     @property
     def ready(self) -> bool: ...
 
@@ -49,7 +55,7 @@ class HttpServer:
         self, host: str, port: int, agent: AgentView, metrics: AgentMetrics, cache_dump: bool
     ) -> None:
         routes: dict[str, Route] = {
-            "/healthz": lambda: (HTTPStatus.OK, JSON, _json({"ok": True})),
+            "/healthz": lambda: _healthz(agent),
             "/readyz": lambda: _readyz(agent),
             "/metrics": lambda: (HTTPStatus.OK, CONTENT_TYPE_LATEST, metrics.render()),
         }
@@ -79,6 +85,27 @@ class HttpServer:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 64  # the listen backlog (5 by default drops SYNs of a burst)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class _Server6(_Server):
@@ -87,6 +114,13 @@ class _Server6(_Server):
 
 def _json(value: Any) -> bytes:
     return json.dumps(value).encode()
+
+
+def _healthz(agent: AgentView) -> tuple[HTTPStatus, str, bytes]:
+    problem = agent.health_problem
+    if not problem:
+        return HTTPStatus.OK, JSON, _json({"ok": True})
+    return HTTPStatus.SERVICE_UNAVAILABLE, JSON, _json({"ok": False, "reason": problem})
 
 
 def _readyz(agent: AgentView) -> tuple[HTTPStatus, str, bytes]:

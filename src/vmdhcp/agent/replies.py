@@ -24,7 +24,11 @@ from __future__ import annotations
 from vmdhcp.dhcp import Destination, L2Unicast
 
 DEFAULT_CAPACITY = 4096
-"""Replies kept per pool version (about 0.8 KB each, about 3.3 MB when full)."""
+"""Replies kept per pool version: about 0.8 KB each for real clients' requests, 5.5 MB at
+most when full (see `LARGEST_REMEMBERED`)."""
+LARGEST_REMEMBERED = 576
+"""Requests longer than this (the size every DHCP server must accept, RFC 2131) are
+answered but not remembered: a client padding its requests cannot make entries larger."""
 
 Outgoing = tuple[bytes, Destination, tuple[str, int] | None]
 """A reply ready for the transport: its bytes, where it goes, and the UDP address to
@@ -71,7 +75,7 @@ class ReplyMemo:
         return (payload, destination, address), request_type, reply_type
 
     def remember(self, request: bytes, source: tuple[str, int], entry: Remembered) -> None:
-        if not self._capacity:
+        if not self._capacity or len(request) > LARGEST_REMEMBERED:
             return
         entries = self._entries
         if len(entries) >= self._capacity:

@@ -106,6 +106,11 @@ class DhcpServer:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def receiving(self) -> bool:
+        """The receive thread is running (false before start and after close)."""
+        return self._thread.is_alive()
+
     def close(self) -> None:
         """Stop answering: wake the loop, let it end, then close the sockets."""
         self._closed.set()
@@ -157,7 +162,8 @@ class DhcpServer:
             observe(clock() - began)
 
     def _send_l2(self, payload: bytes, destination: Destination) -> None:
-        if self._raw is None or not isinstance(destination, L2Unicast):
+        raw = self._raw  # once: close() may clear it meanwhile
+        if raw is None or not isinstance(destination, L2Unicast):
             self.sock.sendto(payload, ("255.255.255.255", CLIENT_PORT))
             return
         frame = udp_frame(
@@ -169,7 +175,7 @@ class DhcpServer:
             dst_port=CLIENT_PORT,
             payload=payload,
         )
-        self._raw.send(frame)
+        raw.send(frame)
 
 
 def serve_udp(

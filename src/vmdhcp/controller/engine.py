@@ -55,6 +55,7 @@ from vmdhcp.controller.manifests import (
     nics_from_vm,
     pod_image,
     pod_is_ready,
+    vm_networks,
 )
 from vmdhcp.controller.metrics import ControllerMetrics
 from vmdhcp.controller.workqueue import WorkQueue
@@ -216,6 +217,10 @@ class Controller:
             ref = (meta.get("namespace") or "", meta.get("name") or "")
             present.add(ref)
             cached = cache.get(ref)
+            if _rv(cached) > snapshot or _rv(body) <= self._tombstones.get((kind, *ref), -1):
+                # the watch got here first (a newer version, or the deletion): the cache is
+                # ahead of the list, which must not take it back
+                continue
             if cached is not None and _meta(cached).get("uid") != meta.get("uid"):
                 # deleted and created again under the same name while unwatched
                 log.warning("resync: %s %s/%s was replaced unwatched", kind, *ref)
@@ -930,10 +935,13 @@ class Controller:
             configured = {network_key(c.get("networkName") or "") for c in current}
             if existing is None or not _owned_by(existing, vm, ref[1]):
                 log.debug("no effective network configs found for vm %s/%s, skipping", *ref)
-            elif configured & {nic.network_name for nic in nics}:
-                # the VM is still on the network but its pool is gone: keep the vmnetcfg (and a
-                # user's ipAddress in it) for when a pool serves that network again
-                log.info("vm %s/%s: no pool serves its networks; keeping its vmnetcfg", *ref)
+            elif configured & vm_networks(vm):
+                # the VM is still on the network (its pool is gone, or its NIC lost its MAC):
+                # keep the vmnetcfg, and a user's ipAddress in it, and the addresses in use
+                log.info(
+                    "vm %s/%s: no NIC with a MAC on a network with a pool; keeping its vmnetcfg",
+                    *ref,
+                )
             else:
                 # the VM left every network its vmnetcfg names (upstream keeps the vmnetcfg
                 # and its addresses until the VM is deleted)

@@ -156,6 +156,19 @@ class DesiredNic:
         return out
 
 
+def vm_networks(vm: dict[str, Any]) -> set[str]:
+    """Every Multus network of a VirtualMachine (`namespace/name`), whatever its NICs' MACs."""
+    metadata = vm.get("metadata") or {}
+    template = ((vm.get("spec") or {}).get("template") or {}).get("spec") or {}
+    vm_namespace = metadata.get("namespace") or "default"
+    names = set()
+    for network in template.get("networks") or []:
+        name = (network.get("multus") or {}).get("networkName")
+        if name:
+            names.add(name if "/" in name else f"{vm_namespace}/{name}")
+    return names
+
+
 def nics_from_vm(vm: dict[str, Any]) -> tuple[list[DesiredNic], list[str]]:
     """The Multus NICs of a VirtualMachine that have a MAC, in the VM's interface order.
 

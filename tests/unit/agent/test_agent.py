@@ -3,6 +3,8 @@ destination out, metrics and state observed."""
 
 import asyncio
 import json
+import socket
+import time
 import urllib.error
 import urllib.request
 from ipaddress import IPv4Address
@@ -15,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from vmdhcp.agent.app import Agent
 from vmdhcp.agent.config import load_config
-from vmdhcp.agent.http import JSON, HttpServer
+from vmdhcp.agent.http import JSON, MAX_CONNECTIONS, HttpServer
 from vmdhcp.agent.sources import FileSource
 from vmdhcp.api import IPPool
 from vmdhcp.dhcp import L2Unicast, parse
@@ -145,6 +147,43 @@ async def test_http_endpoints(agent: Agent, seed: dict[str, Any]) -> None:
         assert http_get(server.port, "/leases")[0] == 404
     finally:
         server.close()
+
+
+def test_healthz_fails_when_the_event_loop_stalls(agent: Agent) -> None:
+    server = HttpServer("127.0.0.1", 0, agent, agent.metrics, cache_dump=False)
+    server.start()
+    try:
+        assert http_get(server.port, "/healthz")[0] == 200
+        agent.heartbeat -= 3600
+        status, _, body = http_get(server.port, "/healthz")
+        assert status == 503
+        assert "event loop stalled" in json.loads(body)["reason"]
+    finally:
+        server.close()
+
+
+def test_idle_connections_beyond_the_limit_are_closed_not_queued(agent: Agent) -> None:
+    server = HttpServer("127.0.0.1", 0, agent, agent.metrics, cache_dump=False)
+    server.start()
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        extra = socket.create_connection(("127.0.0.1", server.port))
+        extra.settimeout(5)
+        assert extra.recv(1) == b""  # closed by the server at once
+        extra.close()
+    finally:
+        for connection in idle:
+            connection.close()
+    # the slots come back as the idle connections' threads end
+    for _ in range(100):
+        try:
+            if http_get(server.port, "/healthz")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        raise AssertionError("no slot came back")
+    server.close()
 
 
 def test_a_failing_view_is_a_500_and_the_server_keeps_serving(agent: Agent) -> None:

@@ -22,7 +22,7 @@ from tests.unit.dhcp.helpers import (
 )
 from vmdhcp.agent.app import INGRESS_CACHE_SIZE, Agent
 from vmdhcp.agent.config import ConfigError, load_config
-from vmdhcp.agent.replies import ReplyMemo
+from vmdhcp.agent.replies import LARGEST_REMEMBERED, ReplyMemo
 from vmdhcp.api import IPPool
 from vmdhcp.dhcp import Broadcast, Lease, MessageType, Relay, parse, respond, serialize
 from vmdhcp.mac import mac_to_bytes
@@ -88,7 +88,19 @@ def test_the_oldest_reply_makes_room_and_zero_disables() -> None:
         ReplyMemo(-1)
 
 
-@pytest.mark.parametrize("value", ["-1", "x", "1000001"])
+def test_long_requests_are_answered_but_not_remembered(tmp_path: Path) -> None:
+    """Padding after the End option makes a request longer, not a memo entry larger."""
+    agent = make_agent(tmp_path, 4096)
+    data = serialize(request(MessageType.DISCOVER, mac=KNOWN_MAC))
+    padded = data + bytes(LARGEST_REMEMBERED + 1 - len(data))
+    assert agent.handle(padded, SOURCES[0]) is not None
+    assert agent.handle(padded, SOURCES[0]) is not None
+    assert counter(agent, "hit") == 0
+    assert agent.state is not None
+    assert len(agent.state.replies) == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "x", "65537"])
 def test_a_bad_cache_size_is_a_config_error(tmp_path: Path, value: str) -> None:
     (tmp_path / "p.yaml").write_text("{}")
     with pytest.raises(ConfigError, match="reply-cache-size"):

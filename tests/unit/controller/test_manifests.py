@@ -5,7 +5,13 @@ from typing import Any
 import pytest
 
 from vmdhcp.controller.config import Image
-from vmdhcp.controller.manifests import DesiredNic, agent_pod, agent_pod_name, nics_from_vm
+from vmdhcp.controller.manifests import (
+    DesiredNic,
+    agent_pod,
+    agent_pod_name,
+    nics_from_vm,
+    vm_networks,
+)
 
 
 def test_agent_pod_names_follow_upstream() -> None:
@@ -61,6 +67,16 @@ MULTUS = [{"name": "nic-1", "multus": {"networkName": "default/net-48"}}]
 
 def test_vm_without_mac_gets_nothing() -> None:
     assert nics_from_vm(vm([{"name": "nic-1"}], MULTUS)) == ([], [])
+
+
+def test_vm_networks_are_every_multus_network_whatever_the_macs() -> None:
+    networks = [
+        {"name": "default", "pod": {}},
+        *MULTUS,
+        {"name": "nic-2", "multus": {"networkName": "net-49"}},  # the VM's namespace
+    ]
+    assert vm_networks(vm([{"name": "nic-1"}], networks)) == {"default/net-48", "team/net-49"}
+    assert vm_networks(vm([], [{"name": "default", "pod": {}}])) == set()
 
 
 def test_mac_from_annotation_and_spec_wins() -> None:
