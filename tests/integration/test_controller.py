@@ -152,6 +152,25 @@ class Env:
             raise
         return result
 
+    def allocated_vm(self, name: str, mac: str) -> None:
+        """The network, its pool, and a VM on it holding an address."""
+        self.nad()
+        self.pool()
+        wait_for(is_true(self, "ippools", "net-48", "CacheReady"), 15, "CacheReady")
+        self.vm(name, mac)
+        wait_for(lambda: mac in self.allocated().values(), 15, "allocated")
+
+    def read_vm(self, name: str) -> dict[str, Any]:
+        vm: dict[str, Any] = self.custom.get_namespaced_custom_object(
+            "kubevirt.io", "v1", self.ns, "virtualmachines", name
+        )
+        return vm
+
+    def patch_vm(self, name: str, body: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            "kubevirt.io", "v1", self.ns, "virtualmachines", name, body
+        )
+
     def patch(self, plural: str, name: str, body: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, plural, name, body)
 
@@ -585,27 +604,16 @@ def test_mac_change_on_the_vm_moves_the_allocation_and_keeps_a_users_ip(env: Env
         15,
         "pin",
     )
-    env.custom.patch_namespaced_custom_object(
-        "kubevirt.io",
-        "v1",
-        env.ns,
-        "virtualmachines",
-        "vm-m",
-        {"metadata": {"labels": {"touched": "yes"}}},
-    )
+    env.patch_vm("vm-m", {"metadata": {"labels": {"touched": "yes"}}})
     wait_for(lambda: env.allocated().get("192.168.48.85") == "02:00:00:00:00:21", 15, "pool status")
     cfg = env.get("virtualmachinenetworkconfigs", "vm-m") or {}
     assert cfg["spec"]["networkConfigs"][0].get("ipAddress") == "192.168.48.85"
     # the VM's NIC gets a new MAC: the old MAC's address is released, the new one allocated
-    vm = env.custom.get_namespaced_custom_object(
-        "kubevirt.io", "v1", env.ns, "virtualmachines", "vm-m"
-    )
+    vm = env.read_vm("vm-m")
     interfaces = vm["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"]
     interfaces[1]["macAddress"] = "02:00:00:00:00:22"
     patch = {"spec": {"template": {"spec": {"domain": {"devices": {"interfaces": interfaces}}}}}}
-    env.custom.patch_namespaced_custom_object(
-        "kubevirt.io", "v1", env.ns, "virtualmachines", "vm-m", patch
-    )
+    env.patch_vm("vm-m", patch)
     wait_for(
         lambda: [m for m, _, _ in env.addresses("vm-m")] == ["02:00:00:00:00:22"], 15, "the new MAC"
     )
@@ -632,20 +640,12 @@ def test_mixed_vm_gets_a_vmnetcfg_for_its_managed_nic_only(env: Env) -> None:
 
 
 def test_a_vm_that_leaves_its_managed_network_releases_its_address(env: Env) -> None:
-    env.nad()
-    env.pool()
-    wait_for(is_true(env, "ippools", "net-48", "CacheReady"), 15, "CacheReady")
-    env.vm("vm-l", "02:00:00:00:00:41")
-    wait_for(lambda: "02:00:00:00:00:41" in env.allocated().values(), 15, "allocated")
-    vm = env.custom.get_namespaced_custom_object(
-        "kubevirt.io", "v1", env.ns, "virtualmachines", "vm-l"
-    )
+    env.allocated_vm("vm-l", "02:00:00:00:00:41")
+    vm = env.read_vm("vm-l")
     template = vm["spec"]["template"]["spec"]
     template["networks"][1]["multus"]["networkName"] = f"{env.ns}/unmanaged"
     patch = {"spec": {"template": {"spec": {"networks": template["networks"]}}}}
-    env.custom.patch_namespaced_custom_object(
-        "kubevirt.io", "v1", env.ns, "virtualmachines", "vm-l", patch
-    )
+    env.patch_vm("vm-l", patch)
     wait_for(lambda: env.get("virtualmachinenetworkconfigs", "vm-l") is None, 15, "deleted")
     wait_for(lambda: "02:00:00:00:00:41" not in env.allocated().values(), 15, "released")
 
@@ -653,21 +653,10 @@ def test_a_vm_that_leaves_its_managed_network_releases_its_address(env: Env) -> 
 def test_a_vm_whose_pool_is_gone_keeps_its_vmnetcfg(env: Env, controller: AgentProcess) -> None:
     """Only leaving the network deletes the vmnetcfg: a VM still on a network whose pool was
     deleted keeps it (and any ipAddress a user pinned in it)."""
-    env.nad()
-    env.pool()
-    wait_for(is_true(env, "ippools", "net-48", "CacheReady"), 15, "CacheReady")
-    env.vm("vm-k", "02:00:00:00:00:42")
-    wait_for(lambda: "02:00:00:00:00:42" in env.allocated().values(), 15, "allocated")
+    env.allocated_vm("vm-k", "02:00:00:00:00:42")
     env.custom.delete_namespaced_custom_object(GROUP, VERSION, env.ns, "ippools", "net-48")
     wait_for(lambda: env.get("ippools", "net-48") is None, 15, "pool deleted")
-    env.custom.patch_namespaced_custom_object(
-        "kubevirt.io",
-        "v1",
-        env.ns,
-        "virtualmachines",
-        "vm-k",
-        {"metadata": {"labels": {"touched": "yes"}}},
-    )
+    env.patch_vm("vm-k", {"metadata": {"labels": {"touched": "yes"}}})
     decided = f"vm {env.ns}/vm-k: no NIC with a MAC on a network with a pool; keeping its vmnetcfg"
     wait_for(lambda: decided in controller.output(), 15, "the controller's decision")
     assert env.get("virtualmachinenetworkconfigs", "vm-k") is not None
@@ -676,20 +665,12 @@ def test_a_vm_whose_pool_is_gone_keeps_its_vmnetcfg(env: Env, controller: AgentP
 def test_a_vm_whose_nic_lost_its_mac_keeps_its_vmnetcfg(env: Env, controller: AgentProcess) -> None:
     """A NIC still on the managed network but without a usable MAC (cleared from the spec,
     no annotation) has not left the network: its address stays allocated."""
-    env.nad()
-    env.pool()
-    wait_for(is_true(env, "ippools", "net-48", "CacheReady"), 15, "CacheReady")
-    env.vm("vm-n", "02:00:00:00:00:43")
-    wait_for(lambda: "02:00:00:00:00:43" in env.allocated().values(), 15, "allocated")
-    vm = env.custom.get_namespaced_custom_object(
-        "kubevirt.io", "v1", env.ns, "virtualmachines", "vm-n"
-    )
+    env.allocated_vm("vm-n", "02:00:00:00:00:43")
+    vm = env.read_vm("vm-n")
     interfaces = vm["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"]
     interfaces[1]["macAddress"] = "not-a-mac"
     patch = {"spec": {"template": {"spec": {"domain": {"devices": {"interfaces": interfaces}}}}}}
-    env.custom.patch_namespaced_custom_object(
-        "kubevirt.io", "v1", env.ns, "virtualmachines", "vm-n", patch
-    )
+    env.patch_vm("vm-n", patch)
     decided = f"vm {env.ns}/vm-n: no NIC with a MAC on a network with a pool; keeping its vmnetcfg"
     wait_for(lambda: decided in controller.output(), 15, "the controller's decision")
     assert env.get("virtualmachinenetworkconfigs", "vm-n") is not None
