@@ -100,6 +100,8 @@ class Row:
     other_cpu_pct: float
     completed: int
     perfdhcp_exit: int
+    memo_hits_pct: float = float("nan")
+    """The agent's share of requests answered from its reply memo during the run."""
     delays_ms: list[float] = field(default_factory=list, repr=False)
     """Every exchange's latency (per run; pooled by `median_row`, then dropped)."""
 
@@ -175,6 +177,7 @@ def start_server(name: str, lab: Lab, spec: PoolSpec) -> Server:
 def measure(
     name: str, server: Server, relay: Netns, rate: int, seconds: int, workdir: Path, round_no: int
 ) -> Row:
+    memo_before = memo_lookups(server)
     before = cpu_seconds(server.pid)
     busy_before, wall_before = machine_busy_seconds(), time.monotonic()
     children_before = children_cpu_seconds()
@@ -192,6 +195,8 @@ def measure(
         log=workdir / f"perfdhcp-{name}-{rate}-r{round_no}.log",
     )
     used = cpu_seconds(server.pid) - before
+    memo_after = memo_lookups(server)
+    hits, misses = (after - before for after, before in zip(memo_after, memo_before, strict=True))
     perf_used = children_cpu_seconds() - children_before
     busy = machine_busy_seconds() - busy_before
     wall = time.monotonic() - wall_before
@@ -209,8 +214,17 @@ def measure(
         other_cpu_pct=other,
         completed=completed,
         perfdhcp_exit=result.exit_code,
+        memo_hits_pct=hits * 100 / (hits + misses) if hits + misses else float("nan"),
         delays_ms=delays,
     )
+
+
+def memo_lookups(server: Server) -> tuple[float, float]:
+    """(hits, misses) of the agent's reply memo so far; NaNs for other servers."""
+    if not isinstance(server, Agent):
+        return float("nan"), float("nan")
+    name = "vmdhcp_agent_reply_cache_total"
+    return server.metric(name, result="hit"), server.metric(name, result="miss")
 
 
 def run_comparison(
@@ -283,6 +297,7 @@ def median_row(rows: list[Row]) -> Row:
         p99_ms=percentile(pooled, 99),
         cpu_us_per_dora=med("cpu_us_per_dora"),
         other_cpu_pct=med("other_cpu_pct"),
+        memo_hits_pct=med("memo_hits_pct"),
         completed=sum(r.completed for r in rows),
         perfdhcp_exit=max(r.perfdhcp_exit for r in rows),
     )
@@ -363,6 +378,7 @@ def print_table(rows: list[Row], seconds: int, rounds: int) -> None:
     head = (
         f"{'server':13} {'offered/s':>9} {'DORA/s':>8} {'drops':>7} {'p50 ms':>7} {'p99 ms':>7}"
         f" {'CPU µs/DORA':>11} {'CPU÷Kea':>8} {'CPU÷dnsmasq':>11} {'p99÷Kea':>8} {'other':>6}"
+        f" {'memo':>5}"
     )
     print(
         f"\nperfdhcp relay, {RESERVATIONS:,} static reservations (/21), median of {rounds}"
@@ -375,6 +391,7 @@ def print_table(rows: list[Row], seconds: int, rounds: int) -> None:
         kea = by.get(("kea", r.offered))
         dns = by.get(("dnsmasq", r.offered))
         ratios = ["", "", ""]
+        memo = f"{r.memo_hits_pct:.0f}%" if r.memo_hits_pct == r.memo_hits_pct else ""
         if r.server in AGENT_ROWS:
             if kea:
                 ratios[0] = fmt_ratio(r.cpu_us_per_dora / kea.cpu_us_per_dora)
@@ -385,10 +402,12 @@ def print_table(rows: list[Row], seconds: int, rounds: int) -> None:
             f"{r.server:13} {r.offered:>9,} {r.achieved:>8,.0f} {r.drops_pct:>6.2f}%"
             f" {r.p50_ms:>7.3f} {r.p99_ms:>7.3f} {r.cpu_us_per_dora:>11.1f}"
             f" {ratios[0]:>8} {ratios[1]:>11} {ratios[2]:>8} {r.other_cpu_pct:>5.0f}%"
+            f" {memo:>5}"
         )
     print(
         "other = machine CPU used by neither the server nor perfdhcp during the run (kernel"
-        " packet work and anything else running): high values flag a noisy measurement"
+        " packet work and anything else running): high values flag a noisy measurement;"
+        " memo = the agent's requests answered from its reply memo"
     )
 
 
