@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -40,63 +38,36 @@ def watch_stream(list_function: Any, *args: Any, **kwargs: Any) -> Iterator[dict
     return cast(Iterator[dict[str, Any]], watch.Watch().stream(list_function, *args, **kwargs))
 
 
-SHORTEST_WATCH_SECONDS = 1.0
-"""A watch that ends sooner than this counts as a failure for the backoff."""
+def pod_lister(kube: Kube, namespace: str, label_selector: str) -> Callable[[], dict[str, Any]]:
+    """A blocking list of the pods of `namespace` with `label_selector`, as an API dict."""
+
+    def list_once() -> dict[str, Any]:
+        pods = kube.core.list_namespaced_pod(
+            namespace, label_selector=label_selector, _request_timeout=30
+        )
+        result: dict[str, Any] = kube.api.sanitize_for_serialization(pods)
+        return result
+
+    return list_once
 
 
-def list_then_watch(
-    api: Any,
-    list_function: Any,
-    *args: Any,
-    on_list: Callable[[dict[str, Any], bool], None],
-    on_event: Callable[[str, dict[str, Any]], None],
-    on_failure: Callable[[str, float], None],
-    stop: threading.Event,
-    watch_seconds: int = 300,
-    **selectors: Any,
-) -> None:
-    """Until `stop` is set: list, hand the list over (`on_list(listing, first)`), watch
-    from its resourceVersion and hand over each ADDED, MODIFIED and DELETED object
-    (`on_event(type, body)`), all as plain API dicts. A watch that ends or expires (410
-    Gone) is followed by a relist; a failure is reported (`on_failure(reason, retry_in)`)
-    and retried after a backoff that grows to 10 s. Blocks: run it in a thread."""
-    backoff, first = 0.5, True
-    while not stop.is_set():
-        try:
-            listing: dict[str, Any] = api.sanitize_for_serialization(
-                list_function(*args, **selectors, _request_timeout=30)
-            )
-            on_list(listing, first)
-            first = False
-            watched_from = time.monotonic()
-            stream = watch_stream(
-                list_function,
-                *args,
-                **selectors,
-                resource_version=listing["metadata"]["resourceVersion"],
-                timeout_seconds=watch_seconds,
-                _request_timeout=watch_seconds + 15,
-            )
-            for event in stream:
-                if stop.is_set():
-                    return
-                kind = event.get("type")
-                if kind in ("ADDED", "MODIFIED", "DELETED"):
-                    on_event(kind, event["raw_object"])
-                elif kind == "ERROR":
-                    break  # 410 Gone and the like: relist
-            # only a watch that ran for a while resets the backoff: a list that works
-            # followed by a watch that fails or ends at once (no watch permission, a proxy
-            # cutting streams) must not relist in a tight loop
-            if time.monotonic() - watched_from >= SHORTEST_WATCH_SECONDS:
-                backoff = 0.5
-            else:
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-        except Exception as exc:  # the loop's boundary: report, back off, relist
-            on_failure(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, backoff)
-            stop.wait(backoff)
-            backoff = min(backoff * 2, 10.0)
+def pod_watcher(
+    kube: Kube, namespace: str, label_selector: str, seconds: int
+) -> Callable[[str], Iterator[tuple[str, dict[str, Any]]]]:
+    """A blocking watch of those pods from a resourceVersion: (type, API dict) pairs."""
+
+    def watch_from(resource_version: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        for event in watch_stream(
+            kube.core.list_namespaced_pod,
+            namespace,
+            label_selector=label_selector,
+            resource_version=resource_version,
+            timeout_seconds=seconds,
+            _request_timeout=seconds + 15,
+        ):
+            yield event.get("type") or "", event["raw_object"]
+
+    return watch_from
 
 
 def core_event(

@@ -252,13 +252,15 @@ async def test_decline_and_release_become_events_on_the_ippool(
     from kubernetes.client import CoreV1Api
 
     from vmdhcp.agent.events import EventPoster
+    from vmdhcp.agent.kubeapi import connect
     from vmdhcp.dhcp import Declined, Released
 
     create_pool(custom_api, namespace, SEED)
     uid = custom_api.get_namespaced_custom_object(GROUP, VERSION, namespace, "ippools", "net-48")[
         "metadata"
     ]["uid"]
-    with cluster.api_client(agent_kubeconfig) as agent_api, cluster.api_client() as admin:
+    agent_api = connect(str(agent_kubeconfig))  # the agent's own client, its identity
+    with cluster.api_client() as admin:
         poster = EventPoster(agent_api, namespace, "net-48", "default-net-48-agent")
         poster.uid = uid
         mac, address = "fa:cf:8e:50:82:fc", IPv4Address("192.168.48.82")

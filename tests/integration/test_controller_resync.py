@@ -9,7 +9,7 @@ import asyncio
 import copy
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -22,7 +22,8 @@ from vmdhcp.controller.config import ConfigError, load_config
 from vmdhcp.controller.engine import IPPOOLS, PODS, VMNETCFGS, Controller
 from vmdhcp.controller.metrics import ControllerMetrics
 from vmdhcp.controller.podwatch import PodWatch
-from vmdhcp.k8s import Kube, list_then_watch
+from vmdhcp.k8s import Kube, pod_lister
+from vmdhcp.watching import list_then_watch
 
 pytestmark = pytest.mark.cluster
 
@@ -225,19 +226,21 @@ def test_a_watch_that_fails_at_once_backs_off_its_relists(
 ) -> None:
     """A list that works and a watch that is refused (as without the watch verb) must not
     relist twice a second for ever: the relists back off as failures do."""
-    core = CoreV1Api(api_client)
+    real_list = pod_lister(Kube(api_client), namespace, "app=none")
     lists: list[float] = []
 
-    def list_or_refuse_watch(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("watch"):
-            raise ApiException(status=403, reason="Forbidden")
+    def list_once() -> dict[str, Any]:
         lists.append(time.monotonic())
-        return core.list_namespaced_pod(*args, **kwargs)
+        return real_list()
+
+    def refused_watch(resource_version: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        raise ApiException(status=403, reason="Forbidden")
+        yield  # a generator, as a watch is
 
     stop = threading.Event()
     thread = threading.Thread(
         target=list_then_watch,
-        args=(api_client, list_or_refuse_watch, namespace),
+        args=(list_once, refused_watch),
         kwargs={
             "on_list": lambda listing, first: None,
             "on_event": lambda kind, body: None,

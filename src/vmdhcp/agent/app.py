@@ -16,6 +16,7 @@ from ipaddress import IPv4Address
 from vmdhcp.agent.config import AgentConfig
 from vmdhcp.agent.events import EventPoster
 from vmdhcp.agent.http import HttpServer
+from vmdhcp.agent.kubeapi import Connection
 from vmdhcp.agent.metrics import AgentMetrics
 from vmdhcp.agent.replies import Outgoing, udp_address
 from vmdhcp.agent.sources import FileSource, KubernetesSource
@@ -286,8 +287,8 @@ async def run(config: AgentConfig) -> int:
     if isinstance(source, KubernetesSource):
         component = config.name or "vm-dhcp-agent"
 
-        def attach_events(api_client: object) -> None:
-            agent.events = EventPoster(api_client, source.namespace, source.name, component)
+        def attach_events(api: Connection) -> None:
+            agent.events = EventPoster(api, source.namespace, source.name, component)
 
         source.on_client = attach_events
 

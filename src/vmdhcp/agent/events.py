@@ -7,8 +7,8 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
 
+from vmdhcp.agent.kubeapi import Connection
 from vmdhcp.api import API_VERSION
 from vmdhcp.dhcp import Declined, Event, Released
 
@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 class EventPoster:
     """Posts core/v1 Events about one IPPool, at most one per (reason, MAC) a minute."""
 
-    def __init__(self, api_client: Any, namespace: str, name: str, component: str) -> None:
-        self.api_client = api_client
+    def __init__(self, api: Connection, namespace: str, name: str, component: str) -> None:
+        self.api = api
         self.namespace = namespace
         self.name = name
         self.component = component
@@ -48,26 +48,29 @@ class EventPoster:
         task.add_done_callback(self._tasks.discard)
 
     def _create(self, reason: str, kind: str, message: str) -> None:
-        from vmdhcp import k8s  # the agent loads the client only in Kubernetes mode
-
-        body = k8s.core_event(
-            namespace=self.namespace,
-            generate_name=f"{self.name}.",
-            involved={
-                "api_version": API_VERSION,
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{self.name}.", "namespace": self.namespace},
+            "involvedObject": {
+                "apiVersion": API_VERSION,
                 "kind": "IPPool",
                 "namespace": self.namespace,
                 "name": self.name,
                 "uid": self.uid,
             },
-            reason=reason,
-            message=message,
-            kind=kind,
-            component=self.component,
-            timestamp=datetime.now(UTC),
-        )
+            "reason": reason,
+            "message": message,
+            "type": kind,
+            "source": {"component": self.component},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": self.component,
+        }
         try:
-            k8s.core_v1(self.api_client).create_namespaced_event(self.namespace, body)
+            self.api.request("POST", f"/api/v1/namespaces/{self.namespace}/events", body=body)
         except Exception as exc:  # an Event is best effort; the log line already exists
             log.warning(
                 "cannot post event %s on ippool %s/%s: %s",

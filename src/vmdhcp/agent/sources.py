@@ -18,7 +18,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from vmdhcp.agent import kubeapi
 from vmdhcp.api import GROUP, VERSION, IPPool
+from vmdhcp.watching import list_then_watch
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +146,7 @@ class KubernetesSource:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[IPPool | None] = asyncio.Queue()
-        from vmdhcp import k8s  # here, not at the top: file mode never loads the client
-
-        self.api = await asyncio.to_thread(k8s.api_client, self.kubeconfig, self.context)
+        self.api = await asyncio.to_thread(kubeapi.connect, self.kubeconfig, self.context)
         if self.on_client is not None:
             self.on_client(self.api)
 
@@ -162,7 +162,9 @@ class KubernetesSource:
             self._stop.set()
 
     def _watch_forever(self, put: Callable[[IPPool | None], None]) -> None:
-        from vmdhcp import k8s
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/ippools"
+        query = {"fieldSelector": f"metadata.name={self.name}"}
+        api: kubeapi.Connection = self.api
 
         def listed(listing: dict[str, Any], first: bool) -> None:
             items: list[Any] = listing.get("items") or []
@@ -187,19 +189,15 @@ class KubernetesSource:
                 retry_in,
             )
 
-        k8s.list_then_watch(
-            self.api,
-            k8s.custom_objects(self.api).list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self.namespace,
-            "ippools",
-            field_selector=f"metadata.name={self.name}",
+        list_then_watch(
+            lambda: api.request("GET", path, query, timeout=15),
+            lambda version: api.watch(
+                path, {**query, "resourceVersion": version}, self.watch_timeout
+            ),
             on_list=listed,
             on_event=changed,
             on_failure=failed,
             stop=self._stop,
-            watch_seconds=self.watch_timeout,
         )
 
     def _parse(self, body: Any) -> IPPool | None:

@@ -19,7 +19,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from vmdhcp.k8s import Kube, list_then_watch
+from vmdhcp.k8s import Kube, pod_lister, pod_watcher
+from vmdhcp.watching import list_then_watch
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +64,12 @@ class PodWatch:
 
     def _run(self) -> None:
         list_then_watch(
-            self.kube.api,
-            self.kube.core.list_namespaced_pod,
-            self.namespace,
-            label_selector=self.selector,
+            pod_lister(self.kube, self.namespace, self.selector),
+            pod_watcher(self.kube, self.namespace, self.selector, self.watch_seconds),
             on_list=lambda listing, first: self._hand_over(self.on_list, listing, first),
             on_event=lambda kind, body: self._hand_over(self.on_event, kind, body),
             on_failure=self._failed,
             stop=self._stop,
-            watch_seconds=self.watch_seconds,
         )
 
     def _failed(self, reason: str, retry_in: float) -> None:
