@@ -25,14 +25,6 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any
     return client.ApiClient()
 
 
-def custom_objects(api: Any) -> Any:
-    return client.CustomObjectsApi(api)
-
-
-def core_v1(api: Any) -> Any:
-    return client.CoreV1Api(api)
-
-
 def watch_stream(list_function: Any, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
     """Events of a watch (`{"type": ..., "object": ...}`), ending at the server's timeout."""
     return cast(Iterator[dict[str, Any]], watch.Watch().stream(list_function, *args, **kwargs))
@@ -68,32 +60,6 @@ def pod_watcher(
             yield event.get("type") or "", event["raw_object"]
 
     return watch_from
-
-
-def core_event(
-    *,
-    namespace: str,
-    generate_name: str,
-    involved: dict[str, str | None],
-    reason: str,
-    message: str,
-    kind: str,
-    component: str,
-    timestamp: Any,
-) -> Any:
-    """A core/v1 Event body."""
-    return client.CoreV1Event(
-        metadata=client.V1ObjectMeta(generate_name=generate_name, namespace=namespace),
-        involved_object=client.V1ObjectReference(**involved),
-        reason=reason,
-        message=message,
-        type=kind,
-        source=client.V1EventSource(component=component),
-        first_timestamp=timestamp,
-        last_timestamp=timestamp,
-        count=1,
-        reporting_component=component,
-    )
 
 
 # -- an asyncio-friendly adapter for the controller ---------------------------------------

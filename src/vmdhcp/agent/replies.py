@@ -46,6 +46,11 @@ def udp_address(destination: Destination) -> tuple[str, int] | None:
     return (str(destination.address), destination.port)
 
 
+def _key(request: bytes, source: tuple[str, int]) -> tuple[bytes, tuple[str, int]]:
+    """The request without its xid (bytes 4 to 8), and where it came from."""
+    return request[:4] + request[8:], source
+
+
 class ReplyMemo:
     """Bounded memo of (request without xid, source) -> reply; the oldest entry makes room
     when it is full. `capacity` 0 disables it."""
@@ -61,13 +66,9 @@ class ReplyMemo:
     def __len__(self) -> int:
         return len(self._entries)
 
-    @property
-    def capacity(self) -> int:
-        return self._capacity
-
     def recall(self, request: bytes, source: tuple[str, int]) -> Remembered | None:
         """The remembered reply to `request`, carrying the request's xid, or None."""
-        found = self._entries.get((request[:4] + request[8:], source))
+        found = self._entries.get(_key(request, source))
         if found is None:
             return None
         (payload, destination, address), request_type, reply_type = found
@@ -80,4 +81,4 @@ class ReplyMemo:
         entries = self._entries
         if len(entries) >= self._capacity:
             del entries[next(iter(entries))]
-        entries[(request[:4] + request[8:], source)] = entry
+        entries[_key(request, source)] = entry

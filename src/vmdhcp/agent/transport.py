@@ -19,11 +19,10 @@ from pathlib import Path
 from vmdhcp.agent.frames import udp_frame
 from vmdhcp.agent.metrics import AgentMetrics
 from vmdhcp.agent.replies import Outgoing
-from vmdhcp.dhcp import CLIENT_PORT, SERVER_PORT, Destination, L2Unicast
+from vmdhcp.dhcp import CLIENT_PORT, SERVER_PORT, ZERO_ADDRESS, Destination, L2Unicast
 from vmdhcp.mac import mac_to_bytes
 
 log = logging.getLogger(__name__)
-_ZERO = IPv4Address(0)
 
 
 RECEIVE_BUFFER = 4096
@@ -169,7 +168,7 @@ class DhcpServer:
         frame = udp_frame(
             src_mac=self._src_mac,
             dst_mac=mac_to_bytes(destination.mac),
-            src_ip=self.server_ip() or _ZERO,
+            src_ip=self.server_ip() or ZERO_ADDRESS,
             dst_ip=destination.address,
             src_port=SERVER_PORT,
             dst_port=CLIENT_PORT,

@@ -65,9 +65,9 @@ class ControllerConfig:
     retry_seconds: float = 2.0
     """Pools may not overlap it (the webhook's rule, re-checked here)."""
     status_flush_seconds: float = 0.2
+    """How long allocation changes of one pool gather before its status is written."""
     resync_seconds: float = 300.0
     """How often everything watched is relisted to catch deletions a watch missed (0: never)."""
-    """How long allocation changes of one pool gather before its status is written."""
 
 
 MAX_RESYNC_SECONDS = 7 * 24 * 3600
