@@ -52,6 +52,9 @@ class Connection:
     base_path: str = ""
     tls: ssl.SSLContext | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    token_file: Path | None = None
+    """A bearer token read again for every request: service account tokens are rotated
+    (kubelet rewrites the projected file), so one read at start would expire."""
 
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
         if self.scheme == "https":
@@ -70,6 +73,8 @@ class Connection:
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         url = self.base_path + path + ("?" + urlencode(query) if query else "")
         headers = {"Accept": "application/json", **self.headers}
+        if self.token_file is not None:
+            headers["Authorization"] = f"Bearer {self.token_file.read_text().strip()}"
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
@@ -135,9 +140,8 @@ def _in_cluster() -> Connection:
     if not host or not port or not (SERVICE_ACCOUNT / "token").exists():
         raise KubeConfigError("no kubeconfig and not running in a cluster")
     tls = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT / "ca.crt"))
-    token = (SERVICE_ACCOUNT / "token").read_text().strip()
     return Connection(
-        "https", host.strip("[]"), int(port), tls=tls, headers={"Authorization": f"Bearer {token}"}
+        "https", host.strip("[]"), int(port), tls=tls, token_file=SERVICE_ACCOUNT / "token"
     )
 
 
@@ -170,11 +174,11 @@ def _from_kubeconfig(path: Path, context_name: str | None) -> Connection:
         raise KubeConfigError(f"kubeconfig {path}: server {cluster.get('server')!r} is not a URL")
     base = path.parent
     headers: dict[str, str] = {}
-    token = user.get("token")
-    if not token and user.get("tokenFile"):
-        token = (base / user["tokenFile"]).read_text().strip()
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
+    token_file = None
+    if user.get("token"):
+        headers["Authorization"] = f"Bearer {user['token']}"
+    elif user.get("tokenFile"):
+        token_file = base / str(user["tokenFile"])
     if user.get("username") and user.get("password"):
         basic = base64.b64encode(f"{user['username']}:{user['password']}".encode()).decode()
         headers["Authorization"] = f"Basic {basic}"
@@ -202,6 +206,7 @@ def _from_kubeconfig(path: Path, context_name: str | None) -> Connection:
         base_path=server.path.rstrip("/"),
         tls=tls,
         headers=headers,
+        token_file=token_file,
     )
 
 

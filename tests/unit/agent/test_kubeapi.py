@@ -3,6 +3,8 @@ tests/integration/test_agent_kubernetes.py)."""
 
 import base64
 import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +39,36 @@ def test_a_token_and_the_server_url(tmp_path: Path) -> None:
     assert connection.tls.verify_mode == ssl.CERT_REQUIRED
 
 
-def test_a_token_file_relative_to_the_kubeconfig(tmp_path: Path) -> None:
-    (tmp_path / "token").write_text("from-file\n")
-    connection = connect(kubeconfig(tmp_path, {"tokenFile": "token"}))
-    assert connection.headers == {"Authorization": "Bearer from-file"}
+def test_a_token_file_is_read_for_every_request(tmp_path: Path) -> None:
+    """Service account tokens rotate: each request sends what the file holds then."""
+    seen: list[str | None] = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            body = b"{}"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        (tmp_path / "token").write_text("first\n")
+        cluster = {"server": f"http://127.0.0.1:{server.server_address[1]}"}
+        connection = connect(kubeconfig(tmp_path, {"tokenFile": "token"}, cluster))
+        assert connection.request("GET", "/api") == {}
+        (tmp_path / "token").write_text("rotated\n")
+        assert connection.request("GET", "/api") == {}
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == ["Bearer first", "Bearer rotated"]
 
 
 def test_insecure_skip_tls_verify(tmp_path: Path) -> None:
