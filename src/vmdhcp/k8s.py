@@ -13,7 +13,9 @@ from typing import Any, cast
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from vmdhcp.errors import VmdhcpError
+from vmdhcp.errors import ApiError
+
+__all__ = ["ApiError", "Kube"]
 
 
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
@@ -65,24 +67,6 @@ def pod_watcher(
 # -- an asyncio-friendly adapter for the controller ---------------------------------------
 
 
-class ApiError(VmdhcpError):
-    """An API server refusal or failure, with the HTTP status (0: no answer at all)."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message or reason or f"HTTP {status}")
-        self.status = status
-        self.reason = reason
-        self.message = message or reason
-
-    @property
-    def not_found(self) -> bool:
-        return self.status == 404
-
-    @property
-    def conflict(self) -> bool:
-        return self.status == 409
-
-
 def _translate(exc: Exception) -> ApiError:
     if isinstance(exc, ApiException):
         message, reason = "", str(exc.reason or "")
@@ -108,6 +92,10 @@ class Kube:
 
     def __init__(self, api: Any) -> None:
         self.api = api
+        self.may_write: Callable[[], bool] = lambda: True
+        """Asked before every write but the lease's own: a leader that can no longer prove
+        it leads must not write (client-go checks leadership before acting, not only at
+        start). Set by the controller to its elector's check."""
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
@@ -115,8 +103,12 @@ class Kube:
         self.writes = 0
         """API writes made (create, patch, replace, delete), for the benchmark."""
 
-    async def _call(self, fn: Callable[..., Any], *args: Any, write: bool, **kwargs: Any) -> Any:
+    async def _call(
+        self, fn: Callable[..., Any], *args: Any, write: bool, gated: bool = True, **kwargs: Any
+    ) -> Any:
         if write:
+            if gated and not self.may_write():
+                raise ApiError(0, "NotLeader", "not leading: the write was not sent")
             self.writes += 1
         try:
             return await asyncio.to_thread(fn, *args, _request_timeout=30, **kwargs)
@@ -190,8 +182,16 @@ class Kube:
         return result
 
     async def delete_object(
-        self, group: str, version: str, namespace: str, plural: str, name: str
+        self,
+        group: str,
+        version: str,
+        namespace: str,
+        plural: str,
+        name: str,
+        uid: str | None = None,
     ) -> None:
+        """Delete it; with `uid`, only that object (not a replacement of the same name:
+        409 Conflict then)."""
         await self._call(
             self.custom.delete_namespaced_custom_object,
             group,
@@ -199,6 +199,7 @@ class Kube:
             namespace,
             plural,
             name,
+            body={"preconditions": {"uid": uid}} if uid else None,
             write=True,
         )
 
@@ -247,7 +248,7 @@ class Kube:
 
     async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         lease = await self._call(
-            self.coordination.create_namespaced_lease, namespace, body, write=True
+            self.coordination.create_namespaced_lease, namespace, body, write=True, gated=False
         )
         result: dict[str, Any] = self.api.sanitize_for_serialization(lease)
         return result
@@ -256,7 +257,12 @@ class Kube:
         self, namespace: str, name: str, body: dict[str, Any]
     ) -> dict[str, Any]:
         lease = await self._call(
-            self.coordination.replace_namespaced_lease, name, namespace, body, write=True
+            self.coordination.replace_namespaced_lease,
+            name,
+            namespace,
+            body,
+            write=True,
+            gated=False,
         )
         result: dict[str, Any] = self.api.sanitize_for_serialization(lease)
         return result

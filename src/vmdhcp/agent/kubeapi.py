@@ -25,21 +25,13 @@ from urllib.parse import urlencode, urlsplit
 
 import yaml
 
-from vmdhcp.errors import VmdhcpError
+from vmdhcp.errors import ApiError, VmdhcpError
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 class KubeConfigError(VmdhcpError):
     """No usable configuration: a missing or unsupported kubeconfig, or not in a cluster."""
-
-
-class ApiError(VmdhcpError):
-    """The API server answered with an error status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
 
 
 @dataclass
@@ -93,7 +85,11 @@ class Connection:
                 message = json.loads(text).get("message") or text
             except ValueError:
                 message = text
-            raise ApiError(response.status, message.strip()[:500])
+            raise ApiError(
+                response.status,
+                f"HTTP {response.status}",
+                f"HTTP {response.status}: {message.strip()[:500]}",
+            )
         return connection, response
 
     def request(
