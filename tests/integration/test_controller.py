@@ -325,6 +325,7 @@ def test_vm_gets_a_vmnetcfg_and_the_lowest_free_address(env: Env, controller: Ag
             "kind": "VirtualMachine",
             "name": "vm-a",
             "uid": vm["metadata"]["uid"],
+            "controller": True,
         }
     ]
     assert FINALIZER in cfg["metadata"]["finalizers"]
@@ -500,7 +501,8 @@ def test_pause_and_resume(env: Env) -> None:
     env.patch("ippools", "net-48", {"spec": {"paused": True}})
     wait_for(is_true(env, "ippools", "net-48", "Stopped"), 15, "Stopped")
     wait_for(lambda: env.agent_pod() is None, 15, "the agent pod to go")
-    assert env.allocated().get("192.168.48.82") == "02:00:00:00:00:07"  # allocations kept
+    # allocations kept (the pool status is written once allocation changes pause)
+    wait_for(lambda: env.allocated().get("192.168.48.82") == "02:00:00:00:00:07", 15, "kept")
     env.patch("ippools", "net-48", {"spec": {"paused": False}})
     wait_for(env.agent_pod, 15, "the agent pod to return")
 

@@ -18,23 +18,17 @@ import yaml
 from aiohttp import web
 
 from vmdhcp import k8s
-from vmdhcp.api import GROUP, VERSION
 from vmdhcp.api.constants import (
     AGENT_LABEL_VALUE,
-    KUBEVIRT_GROUP,
-    KUBEVIRT_VERSION,
     LABEL_VM_DHCP_CONTROLLER,
-    NAD_GROUP,
-    NAD_PLURAL,
-    NAD_VERSION,
-    VM_PLURAL,
 )
 from vmdhcp.controller.config import ControllerConfig
-from vmdhcp.controller.engine import IPPOOLS, NADS, PODS, VMNETCFGS, VMS, Controller
+from vmdhcp.controller.engine import PODS, Controller
 from vmdhcp.controller.http import make_app
 from vmdhcp.controller.leader import LeaderElector
 from vmdhcp.controller.metrics import ControllerMetrics
 from vmdhcp.controller.podwatch import PodWatch
+from vmdhcp.controller.watches import build_registry, operator_settings
 
 log = logging.getLogger("vmdhcp.controller")
 
@@ -49,44 +43,6 @@ def packaged_crds() -> list[dict[str, Any]]:
         for entry in sorted(folder.iterdir(), key=lambda e: e.name)
         if entry.name.endswith(".yaml")
     ]
-
-
-def build_registry(controller: Controller) -> kopf.OperatorRegistry:
-    """kopf only watches: every event goes to `Controller.observe`. No state-keeping
-    handlers, so kopf writes no annotations or finalizers on any object."""
-    registry = kopf.OperatorRegistry()
-
-    @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        if os.environ.get("KUBECONFIG") and os.path.exists(os.environ["KUBECONFIG"]):
-            return kopf.login_with_kubeconfig(**kwargs)
-        return kopf.login_with_service_account(**kwargs)
-
-    def watch(kind: str) -> Any:
-        async def handler(event: kopf.RawEvent, **_: Any) -> None:
-            controller.observe(kind, event.get("type"), dict(event["object"]))
-
-        return handler
-
-    kopf.on.event(GROUP, VERSION, "ippools", registry=registry)(watch(IPPOOLS))
-    kopf.on.event(GROUP, VERSION, "virtualmachinenetworkconfigs", registry=registry)(
-        watch(VMNETCFGS)
-    )
-    kopf.on.event(KUBEVIRT_GROUP, KUBEVIRT_VERSION, VM_PLURAL, registry=registry)(watch(VMS))
-    kopf.on.event(NAD_GROUP, NAD_VERSION, NAD_PLURAL, registry=registry)(watch(NADS))
-    # agent pods: not through kopf, which would watch every pod in the cluster (PodWatch)
-    return registry
-
-
-def operator_settings(config: ControllerConfig) -> kopf.OperatorSettings:
-    settings = kopf.OperatorSettings()
-    settings.posting.enabled = False
-    settings.watching.server_timeout = 300
-    settings.networking.request_timeout = 60
-    # kopf gives up on the API server after about a minute by default; an outage must
-    # not end the controller (it keeps its state and resynchronises by relisting).
-    settings.networking.error_backoffs = (1, 1, 2, 3, 5, 8, *([10] * 360))
-    return settings
 
 
 async def run(config: ControllerConfig) -> int:
@@ -150,7 +106,9 @@ async def run(config: ControllerConfig) -> int:
             kube,
             config.agent_namespace,
             f"{LABEL_VM_DHCP_CONTROLLER}={AGENT_LABEL_VALUE}",
-            on_list=lambda listing, first: controller.correct(PODS, listing, initial=first),
+            on_list=lambda listing, first: asyncio.ensure_future(
+                controller.correct(PODS, listing, initial=first)
+            ),
             on_event=lambda kind, body: controller.observe(PODS, kind, body),
         )
         pods.start(loop)

@@ -1,0 +1,154 @@
+"""An IPPool's agent pod (created, rolled to a new image, adopted, deleted) and the link
+labels on its NetworkAttachmentDefinition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vmdhcp.api import split_network_name
+from vmdhcp.api.constants import (
+    ANNOTATION_HOLD_AGENT_UPGRADE,
+    LABEL_CLUSTER_NETWORK,
+    LABEL_IPPOOL_NAME,
+    LABEL_IPPOOL_NAMESPACE,
+    NAD_GROUP,
+    NAD_PLURAL,
+    NAD_VERSION,
+)
+from vmdhcp.controller.allocator import Ref
+from vmdhcp.controller.conditions import OK, error
+from vmdhcp.controller.config import parse_image
+from vmdhcp.controller.context import IPPOOLS, NADS, PODS, RETRY_SECONDS, Context
+from vmdhcp.controller.manifests import agent_pod, agent_pod_name, pod_image, pod_is_ready
+from vmdhcp.controller.store import Body, meta, uid
+from vmdhcp.errors import ApiError
+
+Condition = tuple[bool, str, str]
+
+
+def _links_to(nad: Body | None, ref: Ref) -> bool:
+    labels = meta(nad).get("labels") or {}
+    return bool(
+        labels.get(LABEL_IPPOOL_NAMESPACE) == ref[0] and labels.get(LABEL_IPPOOL_NAME) == ref[1]
+    )
+
+
+async def label_nad(ctx: Context, ref: Ref, network: str) -> None:
+    nad = ctx.store.get(NADS, split_network_name(network))
+    if nad is None or _links_to(nad, ref):
+        return
+    labels = {LABEL_IPPOOL_NAMESPACE: ref[0], LABEL_IPPOOL_NAME: ref[1]}
+    await ctx.patch(NADS, nad, {"metadata": {"labels": labels}})
+
+
+async def unlabel_nad(ctx: Context, ref: Ref, network: str, read: bool = False) -> None:
+    """Remove the link labels from the NAD, if they still point at this pool (upstream
+    leaves them behind); `read` it from the API server when the store lacks it."""
+    nad_ref = split_network_name(network)
+    nad = ctx.store.get(NADS, nad_ref)
+    if nad is None and read:
+        try:
+            nad = await ctx.kube.get_object(
+                NAD_GROUP, NAD_VERSION, nad_ref[0], NAD_PLURAL, nad_ref[1]
+            )
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+            return
+    if nad is None or not _links_to(nad, ref):
+        return
+    labels = {LABEL_IPPOOL_NAMESPACE: None, LABEL_IPPOOL_NAME: None}
+    try:
+        await ctx.patch(NADS, nad, {"metadata": {"labels": labels}})
+    except ApiError as exc:
+        if not exc.not_found:
+            raise
+
+
+async def delete_agent(ctx: Context, ref: Ref, by_name: bool = False) -> None:
+    """Delete the pool's agent pod: the one in the store (by uid), or `by_name` the one
+    the API server has under the agent's name when the store has none."""
+    if ctx.config.no_agent:
+        return
+    pod_ref = (ctx.config.agent_namespace, agent_pod_name(*ref))
+    pod = ctx.store.get(PODS, pod_ref)
+    if pod is None and not by_name:
+        return
+    if pod is not None and meta(pod).get("deletionTimestamp"):
+        return
+    try:
+        await ctx.kube.delete_pod(*pod_ref, uid=uid(pod) or None)
+    except ApiError as exc:
+        if not exc.not_found:
+            raise
+    if pod is not None:
+        ctx.store.drop(PODS, pod)
+
+
+def _pod_ref(pod: Body, image: str) -> dict[str, Any]:
+    m = meta(pod)
+    return {"namespace": m.get("namespace"), "name": m.get("name"), "image": image, "uid": uid(pod)}
+
+
+async def ensure_agent(
+    ctx: Context, ref: Ref, body: Body, network: str
+) -> tuple[Condition, Condition, dict[str, Any] | None]:
+    """The pool's agent pod, as it should be: (Registered, AgentReady, agentPodRef)."""
+    agent_ref: dict[str, Any] | None = (body.get("status") or {}).get("agentPodRef")
+    nad_namespace, nad_name = split_network_name(network)
+    nad = ctx.store.get(NADS, (nad_namespace, nad_name))
+    not_deployed = error(f"agent for ippool {ref[0]}/{ref[1]} is not deployed")
+    if nad is None:
+        missing = f'network-attachment-definitions.k8s.cni.cncf.io "{nad_name}" not found'
+        return error(missing), not_deployed, agent_ref
+    cluster_network = (meta(nad).get("labels") or {}).get(LABEL_CLUSTER_NETWORK)
+    if not cluster_network:
+        return error(f"could not find clusternetwork for nad {network}"), not_deployed, agent_ref
+    image = str(ctx.config.agent_image)
+    annotations = meta(body).get("annotations") or {}
+    if ANNOTATION_HOLD_AGENT_UPGRADE in annotations and agent_ref and agent_ref.get("image"):
+        image = agent_ref["image"]
+    name = agent_pod_name(*ref)
+    pod_ref = (ctx.config.agent_namespace, name)
+    pod = ctx.store.get(PODS, pod_ref)
+    if pod is not None:
+        if meta(pod).get("deletionTimestamp"):
+            message = f"agent pod {name} marked for deletion"
+            ctx.queue.add_after((IPPOOLS, *ref), RETRY_SECONDS)
+            return error(message), error(message), agent_ref
+        if pod_image(pod) != image:
+            await ctx.kube.delete_pod(*pod_ref, uid=uid(pod) or None)
+            ctx.store.drop(PODS, pod)
+            ctx.events.post(
+                body,
+                "IPPool",
+                "AgentRollout",
+                f"agent pod {name}: image {pod_image(pod)} replaced by {image}",
+            )
+            ctx.queue.add_after((IPPOOLS, *ref), 1.0)
+            purged = error(f"agent pod {name} obsolete and purged")
+            return OK, purged, {**(agent_ref or {}), "image": image}
+        ready = OK if pod_is_ready(pod) else error(f"agent pod {name} not ready")
+        return OK, ready, _pod_ref(pod, image)
+    spec = body.get("spec") or {}
+    manifest = agent_pod(
+        pool_namespace=ref[0],
+        pool_name=ref[1],
+        network_name=network,
+        server_ip=(spec.get("ipv4Config") or {}).get("serverIP", ""),
+        cidr=(spec.get("ipv4Config") or {}).get("cidr", ""),
+        cluster_network=cluster_network,
+        agent_namespace=ctx.config.agent_namespace,
+        service_account=ctx.config.agent_service_account,
+        image=parse_image(image),
+        dry_run=ctx.config.no_dhcp,
+    )
+    try:
+        created = await ctx.kube.create_pod(ctx.config.agent_namespace, manifest)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        created = await ctx.kube.read_pod(*pod_ref)  # adopt it (upstream loses the uid)
+    ctx.store.remember(PODS, created, None)
+    ready = OK if pod_is_ready(created) else error(f"agent pod {name} not ready")
+    return OK, ready, _pod_ref(created, image)

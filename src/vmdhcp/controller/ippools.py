@@ -1,0 +1,224 @@
+"""What happens for an IPPool: its IPAM pool built (or reshaped, or forgotten), its agent
+pod and NAD link labels, and its status (conditions, agentPodRef, allocations)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+
+from vmdhcp.api import IPPool, NetworkConfigState
+from vmdhcp.controller import agents
+from vmdhcp.controller.allocator import Claim, Ref, mac_or_none
+from vmdhcp.controller.conditions import OK, error, set_condition
+from vmdhcp.controller.context import IPPOOLS, VMNETCFGS, VMS, Context
+from vmdhcp.controller.store import Body, meta
+from vmdhcp.validation.errors import Operation
+from vmdhcp.validation.errors import ValidationError as ValidationFailure
+from vmdhcp.validation.ippool import ippool_problems
+from vmdhcp.validation.view import Snapshot, network_key
+
+log = logging.getLogger("vmdhcp.controller")
+
+
+class _SpecOnlyView(Snapshot):
+    """A view in which every NAD exists and no other pool or vmnetcfg does: what is left
+    of the validators is the pool's own spec."""
+
+    def nad_labels(self, namespace: str, name: str) -> dict[str, str]:
+        return {}
+
+
+_SPEC_ONLY = _SpecOnlyView()
+
+
+def network_of(body: Body) -> str:
+    return network_key((body.get("spec") or {}).get("networkName") or "")
+
+
+def claims_on(ctx: Context, network: str) -> list[Claim]:
+    """What the vmnetcfgs' statuses say they hold on `network`, in a stable order."""
+    claims = []
+    for ref, body in sorted(ctx.store.items(VMNETCFGS)):
+        if meta(body).get("deletionTimestamp"):
+            continue
+        for entry in (body.get("status") or {}).get("networkConfigs") or []:
+            if entry.get("state") != NetworkConfigState.ALLOCATED:
+                continue
+            if network_key(entry.get("networkName") or "") != network:
+                continue
+            if entry.get("allocatedIPAddress") and entry.get("macAddress"):
+                claims.append(Claim(entry["allocatedIPAddress"], entry["macAddress"], ref))
+    return claims
+
+
+def macs_named_on(ctx: Context, network: str) -> set[str | None]:
+    """MACs that some vmnetcfg's spec or status names on `network`."""
+    named: set[str | None] = set()
+    for _, body in ctx.store.items(VMNETCFGS):
+        entries = [
+            *((body.get("spec") or {}).get("networkConfigs") or []),
+            *((body.get("status") or {}).get("networkConfigs") or []),
+        ]
+        for entry in entries:
+            if network_key(entry.get("networkName") or "") == network:
+                named.add(mac_or_none(entry.get("macAddress")))
+    return named
+
+
+def build_pool(ctx: Context, ref: Ref, body: Body) -> str | None:
+    """Serve the pool's network from the allocator; returns why it cannot."""
+    network = network_of(body)
+    holder = ctx.allocator.holder(network)
+    if holder is not None and holder != ref:
+        return f"network {network} is already served by ippool {holder[0]}/{holder[1]}"
+    try:
+        pool = IPPool.model_validate(body)
+    except ValidationError as exc:
+        return f"invalid ippool: {exc.errors()[0]['msg']}"
+    config = pool.spec.ipv4_config
+    if config is None:
+        return "spec.ipv4Config is missing"
+    if ctx.allocator.built(network, config):
+        return None
+    fresh = not ctx.allocator.serves(network)
+    if fresh:
+        # the webhook's rules, for pools that reached us without it (webhook down, or
+        # created before it existed); the NAD and other pools are judged elsewhere
+        problems = ippool_problems(pool, _SPEC_ONLY, service_cidr=ctx.config.service_cidr)
+        if problems:
+            return str(ValidationFailure(Operation.CREATE, "IPPool", *ref, problems))
+    status_allocated = ((body.get("status") or {}).get("ipv4") or {}).get("allocated") or {}
+    problem, effects = ctx.allocator.build(
+        ref,
+        network,
+        config,
+        claims_on(ctx, network) if fresh else (),
+        status_allocated if fresh else {},
+        macs_named_on(ctx, network) if fresh else set(),
+    )
+    if problem is not None:
+        return problem
+    for message in effects.conflicts:
+        log.warning("ippool %s/%s: allocation conflict: %s", *ref, message)
+        ctx.events.post(body, "IPPool", "AllocationConflict", message, warning=True)
+    if not fresh:
+        log.info("ippool %s/%s: pool rebuilt after a spec change", *ref)
+    effects.changed.discard(ref)  # this reconcile writes the status itself
+    ctx.apply(effects)
+    if fresh:
+        for vm_ref in ctx.store.refs(VMS):  # VMs on this network now get a vmnetcfg
+            ctx.queue.add((VMS, *vm_ref))
+    return None
+
+
+def forget_pool(ctx: Context, ref: Ref) -> None:
+    ctx.status_writes.cancel((IPPOOLS, *ref))
+    ctx.apply(ctx.allocator.forget_pool(ref))
+    ctx.metrics.remove_pool(f"{ref[0]}/{ref[1]}")
+
+
+def conditions_of(
+    ctx: Context, ref: Ref, body: Body, problem: str | None, now: str
+) -> list[dict[str, Any]]:
+    status: Body = body.get("status") or {}
+    conditions: list[dict[str, Any]] = list(status.get("conditions") or [])
+    paused = bool((body.get("spec") or {}).get("paused"))
+    disabled = f"ippool {ref[0]}/{ref[1]} was administratively disabled"
+    cache_ready = error(problem) if problem is not None else error(disabled) if paused else OK
+    conditions = set_condition(conditions, "CacheReady", *cache_ready, now=now)
+    conditions = set_condition(conditions, "Stopped", paused, now=now)
+    found = ctx.allocator.conflicts.get(ref)
+    had = any(c.get("type") == "Conflicts" for c in conditions)
+    if found is not None and (found or had):
+        # what the last build could not honour (upstream resolves conflicts silently);
+        # the first claim won, the others were allocated again
+        summary = f"{len(found)} at rebuild: " + "; ".join(found[:5]) if found else ""
+        conditions = set_condition(
+            conditions,
+            "Conflicts",
+            bool(found),
+            "RestoreConflict" if found else "",
+            summary[:1024],
+            now=now,
+        )
+    return conditions
+
+
+def allocation_patch(ctx: Context, ref: Ref, body: Body, now: str) -> Body:
+    """The status fields that differ from what the allocator holds for the pool."""
+    network = network_of(body)
+    if ctx.allocator.holder(network) != ref or ctx.status_writes.is_pending((IPPOOLS, *ref)):
+        return {}  # not ours, or more changes are gathering: written when they pause
+    snapshot = ctx.allocator.ipam.snapshot(network)
+    ctx.metrics.set_pool(
+        f"{ref[0]}/{ref[1]}", str(snapshot.network), network, snapshot.used, snapshot.available
+    )
+    desired = snapshot.status_allocated()
+    current_ipv4 = (body.get("status") or {}).get("ipv4") or {}
+    current = current_ipv4.get("allocated") or {}
+    changes: dict[str, str | None] = {
+        ip: mac for ip, mac in desired.items() if current.get(ip) != mac
+    }
+    changes.update({ip: None for ip in current if ip not in desired})
+    if (
+        not changes
+        and current_ipv4.get("used") == snapshot.used
+        and current_ipv4.get("available") == snapshot.available
+    ):
+        return {}
+    return {
+        "ipv4": {"allocated": changes, "used": snapshot.used, "available": snapshot.available},
+        "lastUpdate": now,
+    }
+
+
+async def reconcile_ippool(ctx: Context, ref: Ref) -> None:
+    body = ctx.store.get(IPPOOLS, ref)
+    if body is None:
+        forget_pool(ctx, ref)
+        return
+    network = network_of(body)
+    if meta(body).get("deletionTimestamp"):
+        # by name, not from the store: right after a start the pod and NAD lists may not
+        # have arrived yet, and a forgotten agent pod would serve for ever
+        await agents.delete_agent(ctx, ref, by_name=True)
+        await agents.unlabel_nad(ctx, ref, network, read=True)
+        forget_pool(ctx, ref)
+        await ctx.drop_finalizers(IPPOOLS, body)
+        return
+    body = await ctx.ensure_finalizer(IPPOOLS, body)
+    now = ctx.now()
+    problem = build_pool(ctx, ref, body)
+    if problem is not None:
+        log.warning("ippool %s/%s cannot be served: %s", *ref, problem)
+    conditions = conditions_of(ctx, ref, body, problem, now)
+    status: Body = body.get("status") or {}
+    paused = bool((body.get("spec") or {}).get("paused"))
+    agent_ref = status.get("agentPodRef")
+    if paused or problem is not None:
+        # a pool we cannot serve gets no agent: a second pool on a network would be a
+        # second DHCP server on it, and it must not take over the NAD's link labels
+        disabled = f"ippool {ref[0]}/{ref[1]} was administratively disabled"
+        reason = disabled if paused else str(problem)
+        await agents.delete_agent(ctx, ref)
+        agent_ref = None
+        registered = agent_ready = error(reason)
+    elif ctx.config.no_agent:
+        registered = agent_ready = OK
+    else:
+        await agents.label_nad(ctx, ref, network)
+        registered, agent_ready, agent_ref = await agents.ensure_agent(ctx, ref, body, network)
+    conditions = set_condition(conditions, "Registered", *registered, now=now)
+    conditions = set_condition(conditions, "AgentReady", *agent_ready, now=now)
+
+    patch: Body = {}
+    if conditions != (status.get("conditions") or []):
+        patch["conditions"] = conditions
+    if agent_ref != status.get("agentPodRef"):
+        patch["agentPodRef"] = agent_ref
+    if problem is None:
+        patch.update(allocation_patch(ctx, ref, body, now))
+    if patch:
+        await ctx.patch_status(IPPOOLS, body, patch)
