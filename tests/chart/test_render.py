@@ -226,7 +226,7 @@ def test_controller_options_reach_its_arguments() -> None:
         "leaderElection": {
             "namespace": "vm-dhcp-system",
             "leaseDurationSeconds": 30,
-            "renewPeriodSeconds": 10,
+            "renewDeadlineSeconds": 10,
             "retryPeriodSeconds": 3,
         },
         "serviceCIDR": "10.43.0.0/16",
@@ -238,7 +238,11 @@ def test_controller_options_reach_its_arguments() -> None:
     assert config.cache_dump_api
     assert config.log_level == "DEBUG"
     assert config.leader_election_namespace == "vm-dhcp-system"
-    assert (config.lease_seconds, config.renew_seconds, config.retry_seconds) == (30, 10, 3)
+    assert (config.lease_seconds, config.renew_deadline_seconds, config.retry_seconds) == (
+        30,
+        10,
+        3,
+    )
     assert str(config.service_cidr) == "10.43.0.0/16"
     assert find(docs, "Role", f"{RELEASE}-leader-election")["metadata"]["namespace"] == (
         "vm-dhcp-system"

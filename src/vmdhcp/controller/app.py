@@ -25,12 +25,15 @@ from vmdhcp.api.constants import (
 from vmdhcp.controller.config import ControllerConfig
 from vmdhcp.controller.engine import PODS, Controller
 from vmdhcp.controller.http import make_app
-from vmdhcp.controller.leader import LeaderElector
 from vmdhcp.controller.metrics import ControllerMetrics
 from vmdhcp.controller.podwatch import PodWatch
 from vmdhcp.controller.watches import build_registry, operator_settings
+from vmdhcp.election import LeaderElector
 
 log = logging.getLogger("vmdhcp.controller")
+
+LEASE_NAME = "vm-dhcp-controllers"
+"""Upstream's lock, in kube-system by default."""
 
 WORKERS = 8
 THREADS = 16
@@ -87,11 +90,13 @@ async def run(config: ControllerConfig) -> int:
             elector = LeaderElector(
                 kube,
                 config.leader_election_namespace,
+                LEASE_NAME,
                 identity,
-                lease_seconds=config.lease_seconds,
-                renew_seconds=config.renew_seconds,
-                retry_seconds=config.retry_seconds,
+                lease_duration=config.lease_seconds,
+                renew_deadline=config.renew_deadline_seconds,
+                retry_period=config.retry_seconds,
             )
+            kube.may_write = elector.is_leader  # every write asks, not only the first
             standby.set()
             acquire = asyncio.create_task(elector.acquire())
             waiter = asyncio.create_task(stop.wait())
@@ -139,7 +144,7 @@ async def run(config: ControllerConfig) -> int:
             asyncio.create_task(stop.wait(), name="signal"),
         ]
         if elector is not None:
-            tasks.append(asyncio.create_task(elector.keep(), name="lease"))
+            tasks.append(asyncio.create_task(elector.renew_until_lost(), name="lease"))
         if config.resync_seconds:
             tasks.append(
                 asyncio.create_task(controller.resync_every(config.resync_seconds), name="resync")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 
 from vmdhcp import __version__
+from vmdhcp.election import JITTER_FACTOR
 from vmdhcp.errors import VmdhcpError
 
 DEFAULT_SERVICE_CIDR = IPv4Network("10.53.0.0/16")
@@ -60,10 +61,14 @@ class ControllerConfig:
     http_port: int
     log_level: str
     service_cidr: IPv4Network = DEFAULT_SERVICE_CIDR
-    lease_seconds: int = 15
-    renew_seconds: float = 5.0
-    retry_seconds: float = 2.0
     """Pools may not overlap it (the webhook's rule, re-checked here)."""
+    lease_seconds: int = 15
+    """Leader election, as client-go's: a standby takes the Lease over only after seeing it
+    unchanged this long on its own clock."""
+    renew_deadline_seconds: float = 10.0
+    """The leader stops writing (and exits) when no renewal succeeded for this long."""
+    retry_seconds: float = 2.0
+    """How often the leader renews and a standby tries."""
     status_flush_seconds: float = 0.2
     """How long allocation changes of one pool gather before its status is written."""
     resync_seconds: float = 300.0
@@ -95,7 +100,13 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
     p.add_argument("--no-leader-election", action="store_true")
     p.add_argument("--leader-election-namespace", default="kube-system")
     p.add_argument("--leader-election-lease-duration", type=int, default=15, metavar="SECONDS")
-    p.add_argument("--leader-election-renew-period", type=float, default=5.0, metavar="SECONDS")
+    p.add_argument(
+        "--leader-election-renew-deadline",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="the leader stops when no renewal succeeded for this long (default 10)",
+    )
     p.add_argument("--leader-election-retry-period", type=float, default=2.0, metavar="SECONDS")
     p.add_argument("--no-agent", action="store_true", help="do not run agent pods")
     p.add_argument("--no-dhcp", action="store_true", help="agents run with --dry-run")
@@ -127,8 +138,16 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
         raise ConfigError("--image (AGENT_IMAGE) is required unless --no-agent")
     if not 0 < args.http_port < 65536:
         raise ConfigError(f"--http-port {args.http_port} is not a port number")
-    if not 0 < args.leader_election_renew_period < args.leader_election_lease_duration:
-        raise ConfigError("the lease renew period must be shorter than the lease duration")
+    if not (
+        0
+        < args.leader_election_retry_period * JITTER_FACTOR
+        < args.leader_election_renew_deadline
+        < args.leader_election_lease_duration
+    ):
+        raise ConfigError(
+            "leader election needs lease duration > renew deadline > "
+            f"{JITTER_FACTOR} x retry period > 0"
+        )
     if not 0 <= args.resync_period <= MAX_RESYNC_SECONDS:
         raise ConfigError(
             f"--resync-period {args.resync_period} is not between 0 and {MAX_RESYNC_SECONDS} s"
@@ -154,7 +173,7 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
         log_level="TRACE" if args.trace else "DEBUG" if args.debug else "INFO",
         service_cidr=service_cidr,
         lease_seconds=args.leader_election_lease_duration,
-        renew_seconds=args.leader_election_renew_period,
+        renew_deadline_seconds=args.leader_election_renew_deadline,
         resync_seconds=args.resync_period,
         retry_seconds=args.leader_election_retry_period,
     )

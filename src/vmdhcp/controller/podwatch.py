@@ -6,9 +6,13 @@ would stream every virt-launcher change into the controller (and need the right 
 every pod in the cluster). This watch asks the API server for exactly the agent pods.
 
 It runs in a daemon thread of its own (the client's watch blocks) and hands everything to
-the event loop: each list to `on_list` (with True for the first, which fills the cache;
-later ones correct it as a resync does) and each event to `on_event`. A watch that ends
-or expires (410 Gone) is followed by a relist; failures back off and retry for ever.
+the event loop: each list to `on_list(listing, first)` and each ADDED, MODIFIED or
+DELETED event to `on_event(type, body)` (BOOKMARKs stay here). The first list (True)
+fills the cache. A watch that ends (every `watch_seconds`) or breaks is resumed from the
+last resourceVersion, bookmarks included, without a relist; only an expired one (410
+Gone) relists, and that list (False) replaces the picture: pods the consumer holds that
+it lacks went while unwatched, so it must diff, as `Controller.correct` does. Failures
+back off and retry for ever.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ log = logging.getLogger(__name__)
 Body = dict[str, Any]
 
 WATCH_SECONDS = 300
-"""The server closes each watch after this long; the next one starts from a relist."""
+"""The server closes each watch after this long; the next one resumes where it ended."""
 
 
 class PodWatch:
@@ -66,11 +70,16 @@ class PodWatch:
         list_then_watch(
             pod_lister(self.kube, self.namespace, self.selector),
             pod_watcher(self.kube, self.namespace, self.selector, self.watch_seconds),
-            on_list=lambda listing, first: self._hand_over(self.on_list, listing, first),
+            on_list=self._listed,
             on_event=lambda kind, body: self._hand_over(self.on_event, kind, body),
             on_failure=self._failed,
             stop=self._stop,
         )
+
+    def _listed(self, listing: Body, first: bool) -> None:
+        if not first:
+            log.info("agent pods in %s: listed again (the watch had expired)", self.namespace)
+        self._hand_over(self.on_list, listing, first)
 
     def _failed(self, reason: str, retry_in: float) -> None:
         log.warning(
