@@ -48,7 +48,11 @@ def pod_lister(kube: Kube, namespace: str, label_selector: str) -> Callable[[], 
 def pod_watcher(
     kube: Kube, namespace: str, label_selector: str, seconds: int
 ) -> Callable[[str], Iterator[tuple[str, dict[str, Any]]]]:
-    """A blocking watch of those pods from a resourceVersion: (type, API dict) pairs."""
+    """A blocking watch of those pods from a resourceVersion: (type, API dict) pairs, for
+    `list_then_watch`. BOOKMARK events are asked for and passed through (raw: they move the
+    resourceVersion on). The library's own resuming is off (a timeout is given): an
+    expired resourceVersion raises its `ApiException` with status 410, which
+    `list_then_watch` takes for "relist"."""
 
     def watch_from(resource_version: str) -> Iterator[tuple[str, dict[str, Any]]]:
         for event in watch_stream(
@@ -56,6 +60,7 @@ def pod_watcher(
             namespace,
             label_selector=label_selector,
             resource_version=resource_version,
+            allow_watch_bookmarks=True,
             timeout_seconds=seconds,
             _request_timeout=seconds + 15,
         ):

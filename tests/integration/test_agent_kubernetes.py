@@ -7,16 +7,28 @@ import asyncio
 import copy
 import os
 import signal
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes.client import ApiClient, CustomObjectsApi, RbacAuthorizationV1Api
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi, RbacAuthorizationV1Api
 
-from tests.agentproc import running_agent, wait_for
-from tests.cluster import Cluster
+from tests.agentproc import AgentProcess, running_agent, wait_for
+from tests.cluster import (
+    Cluster,
+    create_namespace,
+    external_kubeconfig,
+    prepare_cluster,
+    start_cluster,
+    stop_cluster,
+    unique_namespace_name,
+)
+from vmdhcp.agent import kubeapi
+from vmdhcp.agent.sources import WATCH_SECONDS_ENV
 
 pytestmark = pytest.mark.cluster
 
@@ -282,3 +294,136 @@ async def test_decline_and_release_become_events_on_the_ippool(
     assert declined.involved_object.uid == uid
     assert "fa:cf:8e:50:82:fc declined 192.168.48.82" in declined.message
     assert len(found) == 2
+
+
+APPLIED = 'vmdhcp_agent_pool_reloads_total{result="ok"}'
+"""IPPool versions the agent applied: each one builds a new PoolState, whose reply memo
+starts empty."""
+
+
+def set_dns(custom: CustomObjectsApi, namespace: str, dns: str) -> None:
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "ippools", "net-48", {"spec": {"ipv4Config": {"dns": [dns]}}}
+    )
+
+
+def test_watch_restarts_that_bring_the_same_pool_keep_the_agent_state(
+    custom_api: CustomObjectsApi, namespace: str, agent_kubeconfig: Path, tmp_path: Path
+) -> None:
+    create_pool(custom_api, namespace, SEED)
+    args = ["--ippool-ref", f"{namespace}/net-48", "--kubeconfig", str(agent_kubeconfig)]
+    args += ["--dry-run", "--enable-cache-dump-api"]
+    # the server ends each watch after a second: the agent resumes it, again and again
+    env = {WATCH_SECONDS_ENV: "1"}
+    with running_agent(args, tmp_path / "agent.log", env=env) as agent:
+        assert agent.metric(APPLIED) == 1
+        time.sleep(4.5)  # four watches or so end and are resumed
+        assert agent.metric(APPLIED) == 1
+
+        set_dns(custom_api, namespace, "9.9.9.9")
+        wait_for(lambda: dns_of(agent.leases()) == {"9.9.9.9"}, 10, "the change to be applied")
+        assert agent.metric(APPLIED) == 2
+
+        # a new resourceVersion with nothing the agent reads in it is not applied either
+        custom_api.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "ippools",
+            "net-48",
+            {"metadata": {"annotations": {"vm-dhcp.test/note": "not for the agent"}}},
+        )
+        time.sleep(2.5)
+        set_dns(custom_api, namespace, "8.8.8.8")
+        wait_for(lambda: dns_of(agent.leases()) == {"8.8.8.8"}, 10, "the next change")
+        assert agent.metric(APPLIED) == 3
+    output = agent.output()
+    assert "listed again" not in output  # no watch expired: resumed, never relisted
+    assert "Traceback" not in output
+
+
+def test_the_agent_watch_gets_bookmarks(
+    cluster: Cluster, custom_api: CustomObjectsApi, namespace: str, agent_kubeconfig: Path
+) -> None:
+    """The agent's own client asks for bookmarks: changes the field selector filters out
+    still move its resourceVersion on (the server sends them before the watch ends)."""
+    create_pool(custom_api, namespace, SEED)
+    api = kubeapi.connect(str(agent_kubeconfig))
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/ippools"
+    query = {"fieldSelector": "metadata.name=net-48"}
+    listed = api.request("GET", path, query)["metadata"]["resourceVersion"]
+
+    def other_pools() -> None:
+        time.sleep(0.5)
+        for n in range(3):
+            body = copy.deepcopy(SEED)
+            body["metadata"] = {"name": f"other-{n}", "namespace": namespace}
+            body.pop("status")
+            custom_api.create_namespaced_custom_object(GROUP, VERSION, namespace, "ippools", body)
+
+    writer = threading.Thread(target=other_pools)
+    writer.start()
+    events = list(api.watch(path, {**query, "resourceVersion": listed}, 4))
+    writer.join()
+    kinds = {kind for kind, _ in events}
+    assert kinds == {"BOOKMARK"}, events  # the other pools are filtered out, not delivered
+    assert events[-1][1]["metadata"]["resourceVersion"] != listed
+
+
+# -- a real 410 Gone: a server that serves watches from etcd and compacts every second --
+
+
+@pytest.fixture(scope="module")
+def compacting_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """An API server of its own without a watch cache, whose etcd history is compacted
+    every second: a watch resumed from a resourceVersion a few seconds old, with writes
+    since, gets 410 Gone."""
+    if external_kubeconfig() is not None:
+        pytest.skip("needs API server flags: runs only on a cluster started by this suite")
+    rundir = tmp_path_factory.mktemp("k8s-compacting")
+    started = start_cluster(rundir, "--watch-cache=false", "--etcd-compaction-interval=1s")
+    try:
+        with started.api_client() as api:
+            prepare_cluster(api)
+        yield started
+    finally:
+        stop_cluster(started)
+
+
+def churn(core: CoreV1Api, namespace: str, seconds: float) -> None:
+    """Writes elsewhere, so that etcd's revision moves and compaction passes the agent's."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        core.create_namespaced_config_map(namespace, {"metadata": {"generateName": "churn-"}})
+        time.sleep(0.2)
+
+
+def listed_again(agent: AgentProcess) -> int:
+    return agent.output().count("listed again (the watch had expired)")
+
+
+def test_an_expired_watch_relists_and_the_same_pool_is_not_applied_again(
+    compacting_cluster: Cluster, tmp_path: Path
+) -> None:
+    with compacting_cluster.api_client() as api:
+        namespace = unique_namespace_name("expired")
+        create_namespace(api, namespace)
+        custom, core = CustomObjectsApi(api), CoreV1Api(api)
+        create_pool(custom, namespace, SEED)
+        args = ["--ippool-ref", f"{namespace}/net-48"]
+        args += ["--kubeconfig", str(compacting_cluster.kubeconfig)]
+        args += ["--dry-run", "--enable-cache-dump-api"]
+        with running_agent(args, tmp_path / "agent.log", env={WATCH_SECONDS_ENV: "1"}) as agent:
+            assert agent.metric(APPLIED) == 1
+            began = time.monotonic()
+            while listed_again(agent) < 2:
+                assert time.monotonic() - began < 30, agent.output()
+                churn(core, namespace, 1.0)
+            assert agent.ready()
+            assert agent.metric(APPLIED) == 1  # relisted twice, the same pool: kept
+
+            set_dns(custom, namespace, "9.9.9.9")
+            wait_for(lambda: dns_of(agent.leases()) == {"9.9.9.9"}, 15, "the change")
+            assert agent.metric(APPLIED) == 2
+        assert "Traceback" not in agent.output()
+        assert "unreachable" not in agent.output()  # an expiry is routine, not a failure

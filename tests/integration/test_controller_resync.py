@@ -1,7 +1,8 @@
 """The controller's resync and its agent-pod watch against the real test API server: what a
 broken watch never reported (deleted, changed, replaced objects) is corrected from a
 relist, nothing the watch delivered after the list is undone, and the pod watch sees the
-agent pods of its namespace only, across relists."""
+agent pods of its namespace only, across watch restarts (resumed, not relisted) and
+across a real 410 Gone (relisted)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,22 @@ import pytest
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
+from tests.cluster import (
+    Cluster,
+    create_namespace,
+    external_kubeconfig,
+    start_cluster,
+    stop_cluster,
+    unique_namespace_name,
+)
 from tests.integration.test_controller import GROUP, POOL_SPEC, VERSION
 from vmdhcp.api.constants import AGENT_LABEL_VALUE, LABEL_VM_DHCP_CONTROLLER
+from vmdhcp.controller import podwatch
 from vmdhcp.controller.config import ConfigError, load_config
-from vmdhcp.controller.engine import IPPOOLS, PODS, VMNETCFGS, Controller
+from vmdhcp.controller.engine import IPPOOLS, VMNETCFGS, Controller
 from vmdhcp.controller.metrics import ControllerMetrics
 from vmdhcp.controller.podwatch import PodWatch
-from vmdhcp.k8s import Kube, pod_lister
+from vmdhcp.k8s import Kube, pod_lister, pod_watcher
 from vmdhcp.watching import list_then_watch
 
 pytestmark = pytest.mark.cluster
@@ -139,29 +149,50 @@ def agent_pod_body(name: str, labelled: bool) -> dict[str, Any]:
     }
 
 
-async def test_the_pod_watch_sees_only_labelled_pods_of_its_namespace_across_relists(
-    api_client: ApiClient, core_api: CoreV1Api, namespace: str
+async def test_the_pod_watch_sees_only_labelled_pods_of_its_namespace_across_watch_restarts(
+    api_client: ApiClient, core_api: CoreV1Api, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """PodWatch alone, with the simplest consumer of its contract: a list replaces the
+    picture, an event updates it."""
     loop = asyncio.get_running_loop()
-    config = load_config(["--namespace", namespace, "--no-agent"], {})
-    controller = Controller(config, Kube(api_client), ControllerMetrics())
+    pods: dict[tuple[str, str], dict[str, Any]] = {}
     lists: list[bool] = []
+    watched_from: list[str] = []
+
+    def ref(body: dict[str, Any]) -> tuple[str, str]:
+        return (body["metadata"]["namespace"], body["metadata"]["name"])
 
     def on_list(listing: dict[str, Any], first: bool) -> None:
         lists.append(first)
-        controller.correct(PODS, listing, initial=first)
+        pods.clear()
+        pods.update({ref(body): body for body in listing["items"]})
 
+    def on_event(kind: str, body: dict[str, Any]) -> None:
+        if kind == "DELETED":
+            pods.pop(ref(body), None)
+        else:
+            pods[ref(body)] = body
+
+    def counting_watcher(*args: Any) -> Callable[[str], Iterator[tuple[str, dict[str, Any]]]]:
+        watch_from = pod_watcher(*args)
+
+        def counted(resource_version: str) -> Iterator[tuple[str, dict[str, Any]]]:
+            watched_from.append(resource_version)
+            return watch_from(resource_version)
+
+        return counted
+
+    monkeypatch.setattr(podwatch, "pod_watcher", counting_watcher)
     core_api.create_namespaced_pod(namespace, agent_pod_body("before", True))
     watch = PodWatch(
         Kube(api_client),
         namespace,
         f"{LABEL_VM_DHCP_CONTROLLER}={AGENT_LABEL_VALUE}",
         on_list=on_list,
-        on_event=lambda kind, body: controller.observe(PODS, kind, body),
-        watch_seconds=1,  # the server ends each watch after a second: relists all along
+        on_event=on_event,
+        watch_seconds=1,  # the server ends each watch after a second: resumed all along
     )
     watch.start(loop)
-    pods = controller.objects[PODS]
 
     async def until(condition: Callable[[], bool], what: str) -> None:
         for _ in range(200):
@@ -181,11 +212,12 @@ async def test_the_pod_watch_sees_only_labelled_pods_of_its_namespace_across_rel
             "before", namespace, grace_period_seconds=0, _preload_content=False
         ).read()
         await until(lambda: (namespace, "before") not in pods, "the deletion")
-        seen = len(lists)
-        await until(lambda: len(lists) >= seen + 2, "two relists")
-        assert lists[0] is True
-        assert not any(lists[1:])
-        assert set(pods) == {(namespace, "agent")}
+        seen = len(watched_from)
+        await until(lambda: len(watched_from) >= seen + 2, "two watch restarts")
+        core_api.create_namespaced_pod(namespace, agent_pod_body("later", True))
+        await until(lambda: (namespace, "later") in pods, "a pod after the restarts")
+        assert lists == [True]  # each watch resumed where the last ended: never relisted
+        assert set(pods) == {(namespace, "agent"), (namespace, "later")}
     finally:
         watch.stop()
 
@@ -221,19 +253,23 @@ async def test_a_cache_ahead_of_the_list_is_not_taken_back(
     assert await drain(controller) == set()
 
 
-def test_a_watch_that_fails_at_once_backs_off_its_relists(
+def test_a_watch_that_fails_at_once_backs_off_and_is_not_relisted(
     api_client: ApiClient, namespace: str
 ) -> None:
     """A list that works and a watch that is refused (as without the watch verb) must not
-    relist twice a second for ever: the relists back off as failures do."""
+    retry twice a second for ever: the watches back off as failures do, and retry from the
+    list's resourceVersion (a refusal is not an expiry: no relist)."""
     real_list = pod_lister(Kube(api_client), namespace, "app=none")
     lists: list[float] = []
+    watches: list[float] = []
+    failures: list[float] = []
 
     def list_once() -> dict[str, Any]:
         lists.append(time.monotonic())
         return real_list()
 
     def refused_watch(resource_version: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        watches.append(time.monotonic())
         raise ApiException(status=403, reason="Forbidden")
         yield  # a generator, as a watch is
 
@@ -244,7 +280,7 @@ def test_a_watch_that_fails_at_once_backs_off_its_relists(
         kwargs={
             "on_list": lambda listing, first: None,
             "on_event": lambda kind, body: None,
-            "on_failure": lambda reason, retry_in: None,
+            "on_failure": lambda reason, retry_in: failures.append(retry_in),
             "stop": stop,
         },
         daemon=True,
@@ -253,5 +289,83 @@ def test_a_watch_that_fails_at_once_backs_off_its_relists(
     time.sleep(4)  # the behaviour under test is a rate: 4 s of it
     stop.set()
     thread.join(timeout=15)
-    # 0.5 + 1 + 2 s of backoff: lists at about 0, 0.5, 1.5 and 3.5 s (without backoff: 8)
-    assert 2 <= len(lists) <= 5, [round(t - lists[0], 2) for t in lists]
+    # 0.5 + 1 + 2 s of backoff: watches at about 0, 0.5, 1.5 and 3.5 s (without backoff: 8)
+    assert 2 <= len(watches) <= 5, [round(t - watches[0], 2) for t in watches]
+    assert len(lists) == 1
+    assert failures[:3] == [0.5, 1.0, 2.0]
+
+
+# -- a real 410 Gone: a server that serves watches from etcd and compacts every second --
+
+
+@pytest.fixture(scope="module")
+def compacting_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """An API server of its own (pods only: no CRDs) without a watch cache, whose etcd
+    history is compacted every second: a watch resumed from a resourceVersion a few
+    seconds old, with writes since, gets 410 Gone."""
+    if external_kubeconfig() is not None:
+        pytest.skip("needs API server flags: runs only on a cluster started by this suite")
+    rundir = tmp_path_factory.mktemp("k8s-compacting")
+    started = start_cluster(rundir, "--watch-cache=false", "--etcd-compaction-interval=1s")
+    try:
+        yield started
+    finally:
+        stop_cluster(started)
+
+
+def test_the_pod_watcher_raises_410_on_an_expired_version_and_the_loop_relists(
+    compacting_cluster: Cluster,
+) -> None:
+    with compacting_cluster.api_client() as api:
+        namespace = unique_namespace_name("expired")
+        create_namespace(api, namespace)
+        core, kube = CoreV1Api(api), Kube(api)
+        selector = f"{LABEL_VM_DHCP_CONTROLLER}={AGENT_LABEL_VALUE}"
+        core.create_namespaced_pod(namespace, agent_pod_body("first", True))
+        listed = pod_lister(kube, namespace, selector)()
+        old = listed["metadata"]["resourceVersion"]
+        for n in range(3):
+            core.create_namespaced_config_map(namespace, {"metadata": {"name": f"churn-{n}"}})
+        time.sleep(3)  # two compactions: the list's version is gone
+        with pytest.raises(ApiException) as raised:
+            list(pod_watcher(kube, namespace, selector, 5)(old))
+        assert raised.value.status == 410
+
+        # the loop takes that for "relist": the listing reaches on_list as not the first
+        lists: list[tuple[bool, set[str]]] = []
+        events: list[tuple[str, str]] = []
+        failures: list[str] = []
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=list_then_watch,
+            args=(pod_lister(kube, namespace, selector), pod_watcher(kube, namespace, selector, 1)),
+            kwargs={
+                "on_list": lambda listing, first: lists.append(
+                    (first, {i["metadata"]["name"] for i in listing["items"]})
+                ),
+                "on_event": lambda kind, body: events.append((kind, body["metadata"]["name"])),
+                "on_failure": lambda reason, retry_in: failures.append(reason),
+                "stop": stop,
+            },
+            daemon=True,
+        )
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            n = 3
+            while len(lists) < 2:
+                assert time.monotonic() < deadline, lists
+                core.create_namespaced_config_map(namespace, {"metadata": {"name": f"churn-{n}"}})
+                n += 1
+                time.sleep(0.2)
+            core.create_namespaced_pod(namespace, agent_pod_body("second", True))
+            deadline = time.monotonic() + 15
+            while ("ADDED", "second") not in events:
+                assert time.monotonic() < deadline, events
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            thread.join(timeout=15)
+        assert lists[0] == (True, {"first"})
+        assert all(first is False for first, _ in lists[1:])
+        assert failures == []  # an expiry is routine, not a failure

@@ -110,8 +110,13 @@ class Connection:
     def watch(
         self, path: str, query: dict[str, Any], seconds: int
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """A watch's events as (type, object), until the server ends it after `seconds`."""
-        query = {**query, "watch": "true", "timeoutSeconds": seconds}
+        """A watch's events as (type, object), until the server ends it after `seconds`.
+
+        BOOKMARK events are asked for: they move the resourceVersion on without an object,
+        so the next watch resumes where this one ended. An ERROR event (410 Gone: the
+        resourceVersion expired) is yielded as such; a refused request raises `ApiError`
+        with its status (410 too)."""
+        query = {**query, "watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": seconds}
         connection, response = self._send("GET", path, query, None, seconds + 15)
         try:
             while line := response.readline():

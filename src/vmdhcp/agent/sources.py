@@ -113,12 +113,33 @@ class FileSource:
         await _deliver_safely(self.deliver, pool)
 
 
+WATCH_SECONDS_ENV = "VMDHCP_AGENT_WATCH_SECONDS"
+"""Hidden, for tests only: how long the server keeps each watch open (default 60 s); a
+short value makes the watch restarts (resumed from the last resourceVersion) happen
+within a test's time."""
+
+
+def _watch_seconds() -> int:
+    try:
+        return max(1, int(os.environ.get(WATCH_SECONDS_ENV) or 60))
+    except ValueError:
+        return 60
+
+
+_UNSEEN = object()
+"""What the agent was last given, before anything was delivered."""
+
+
 class KubernetesSource:
     """Lists then watches the one IPPool (field selector on its name), in a thread.
 
-    Every ADDED/MODIFIED object is delivered, the initial list included (upstream ignores
-    it, so a restarted agent served nothing until the pool next changed); DELETED
-    delivers None. Failures back off and relist; the loop never gives up.
+    The initial list is delivered (upstream ignores it, so a restarted agent served
+    nothing until the pool next changed); after it, ADDED/MODIFIED objects are
+    delivered, and None when the pool is deleted or a relist no longer has it. A version
+    the agent already has is not delivered again, so a watch restart or relist that
+    brings the same pool keeps the agent's state and its reply memo: the same
+    resourceVersion, or the same uid, spec and status (all the agent reads of it).
+    Failures back off and retry; the loop never gives up.
     """
 
     def __init__(
@@ -128,17 +149,21 @@ class KubernetesSource:
         deliver: Deliver,
         kubeconfig: str | None,
         context: str | None,
-        watch_timeout: int = 60,
+        watch_timeout: int | None = None,
     ) -> None:
         self.namespace = namespace
         self.name = name
         self.deliver = deliver
         self.kubeconfig = kubeconfig
         self.context = context
-        self.watch_timeout = watch_timeout
+        self.watch_timeout = _watch_seconds() if watch_timeout is None else watch_timeout
         self.api: Any = None
         self.on_client: Callable[[Any], None] | None = None
         self._stop = threading.Event()
+        self._last: object = _UNSEEN
+        """What the agent was last given (watch thread only): None (no pool), or the
+        (resourceVersion, content) of a pool; a pool that failed to parse counts too, so
+        the same broken version is not logged at every relist."""
 
     def stop(self) -> None:
         self._stop.set()
@@ -167,17 +192,15 @@ class KubernetesSource:
         api: kubeapi.Connection = self.api
 
         def listed(listing: dict[str, Any], first: bool) -> None:
+            if not first:
+                log.info(
+                    "ippool %s/%s: listed again (the watch had expired)", self.namespace, self.name
+                )
             items: list[Any] = listing.get("items") or []
-            if not items:
-                put(None)
-            elif (pool := self._parse(items[0])) is not None:
-                put(pool)
+            self._offer(items[0] if items else None, put)
 
         def changed(kind: str, body: dict[str, Any]) -> None:
-            if kind == "DELETED":
-                put(None)
-            elif (pool := self._parse(body)) is not None:
-                put(pool)
+            self._offer(None if kind == "DELETED" else body, put)
 
         def failed(reason: str, retry_in: float) -> None:
             log.warning(
@@ -199,6 +222,32 @@ class KubernetesSource:
             on_failure=failed,
             stop=self._stop,
         )
+
+    def _offer(self, body: Any, put: Callable[[IPPool | None], None]) -> None:
+        """Deliver `body` (None: no pool) unless the agent already has that version."""
+        if body is None:
+            if self._last is not None:
+                self._last = None
+                put(None)
+            return
+        if not isinstance(body, dict):
+            self._last = _UNSEEN
+            self._parse(body)  # logs why
+            return
+        metadata = body.get("metadata")
+        metadata = metadata if isinstance(metadata, dict) else {}
+        version = metadata.get("resourceVersion")
+        content = (metadata.get("uid"), body.get("spec"), body.get("status"))
+        last = self._last
+        if isinstance(last, tuple) and (
+            (version is not None and last[0] == version) or last[1] == content
+        ):
+            # the same version, again (a relist, or a watch restart): keep the state
+            self._last = (version, content)
+            return
+        self._last = (version, content)
+        if (pool := self._parse(body)) is not None:
+            put(pool)
 
     def _parse(self, body: Any) -> IPPool | None:
         try:

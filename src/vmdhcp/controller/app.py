@@ -167,7 +167,13 @@ async def run(config: ControllerConfig) -> int:
             if elector is not None:  # only now: no write of ours is still under way
                 await elector.release()
             return 0
-        if finished.get_name() != "lease" and finished.exception() is not None:
+        if finished.get_name() == "lease":
+            # as upstream (and client-go's users) do: exit now, abandoning requests that
+            # may hang for their whole timeout; a fresh start rebuilds from the API server
+            log.error("lost the lease: exiting")
+            logging.shutdown()
+            os._exit(1)
+        if finished.exception() is not None:
             log.error("%s stopped: %s", finished.get_name(), finished.exception())
         return 1
     except k8s.ApiError as exc:

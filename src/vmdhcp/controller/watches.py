@@ -58,14 +58,12 @@ def build_registry(controller: Controller) -> kopf.OperatorRegistry:
                 controller.listings_complete()
             controller.observe(kind, event.get("type"), dict(event["object"]))
 
-        index.__name__ = f"{kind}_listed"
-        event.__name__ = f"{kind}_event"
         return index, event
 
     for kind, (group, version, plural) in WATCHED.items():
         index, event = handlers(kind)
-        kopf.index(group, version, plural, registry=registry)(index)
-        kopf.on.event(group, version, plural, registry=registry)(event)
+        kopf.index(group, version, plural, id=f"{kind}-listed", registry=registry)(index)
+        kopf.on.event(group, version, plural, id=f"{kind}-event", registry=registry)(event)
     return registry
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,7 +20,7 @@ from kubernetes.client import ApiClient, CoordinationV1Api
 from kubernetes.client.exceptions import ApiException
 
 from tests.agentproc import AgentProcess, running_controller, wait_for
-from tests.cluster import Cluster, create_namespace, delete_namespace, unique_namespace_name
+from tests.cluster import Cluster
 from tests.integration.test_controller import GROUP, VERSION, Env
 
 pytestmark = pytest.mark.cluster
@@ -41,42 +41,6 @@ IPV4 = {
     "router": "192.168.48.1",
 }
 MARKED = {"192.168.48.80": "RESERVED", "192.168.48.82": "EXCLUDED"}
-
-
-@pytest.fixture(scope="module")
-def agent_namespace(cluster: Cluster) -> Iterator[str]:
-    name = unique_namespace_name("recovery-agents")
-    with cluster.api_client() as api:
-        create_namespace(api, name)
-        yield name
-        delete_namespace(api, name)
-
-
-@pytest.fixture
-def env(api_client: ApiClient, namespace: str, agent_namespace: str) -> Iterator[Env]:
-    """The test's namespace; afterwards (no controller runs any more) the finalizers our
-    controllers left are removed, so that the namespace fixture's purge really deletes."""
-    helper = Env(api_client, namespace, agent_namespace)
-    yield helper
-    for plural in ("ippools", VMNETCFGS):
-        listing = helper.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
-        for item in cast(dict[str, Any], listing)["items"]:
-            if item["metadata"].get("finalizers"):
-                try:
-                    helper.patch(plural, item["metadata"]["name"], {"metadata": {"finalizers": []}})
-                except ApiException as exc:
-                    if exc.status != 404:
-                        raise
-
-
-@pytest.fixture
-def lease_namespace(api_client: ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = unique_namespace_name("lease-" + request.node.name)
-    create_namespace(api_client, name)
-    try:
-        yield name
-    finally:
-        delete_namespace(api_client, name)
 
 
 def controller_args(
