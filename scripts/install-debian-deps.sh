@@ -5,7 +5,7 @@
 # `make test` still runs everything that does not need them.
 set -euo pipefail
 
-packages=(iproute2 isc-dhcp-client udhcpc dhcpcd-base dnsmasq-base kea-dhcp4-server kea-admin dhcping curl procps util-linux)
+packages=(iproute2 isc-dhcp-client udhcpc dhcpcd-base dnsmasq-base kea-dhcp4-server kea-admin dhcping curl procps util-linux faketime)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
