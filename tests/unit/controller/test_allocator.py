@@ -1,0 +1,180 @@
+"""The controller's pure allocator, as a hypothesis state machine over two networks: pools
+built, reshaped and forgotten, addresses allocated (lowest free, static, resumed) and
+released. After every step: no address has two owners, the owners map and the pools
+agree, nothing is leaked by a release or a forgotten pool, and a reshape keeps every
+allocation that still fits."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+from typing import Any
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from vmdhcp.api.models import IPv4Config
+from vmdhcp.controller.allocator import Allocator, Claim
+
+NETWORKS = ("ns/net-a", "ns/net-b")
+OWNERS = [("ns", f"vm-{n}") for n in range(6)]
+MACS = [f"02:00:00:00:00:{n:02x}" for n in range(8)]
+
+
+def config(exclude: tuple[str, ...] = (), end: int = 20) -> IPv4Config:
+    body: dict[str, Any] = {
+        "serverIP": "10.0.0.1",
+        "cidr": "10.0.0.0/24",
+        "pool": {"start": "10.0.0.10", "end": f"10.0.0.{end}", "exclude": list(exclude)},
+    }
+    return IPv4Config.model_validate(body)
+
+
+SHAPES = [config(), config(("10.0.0.11", "10.0.0.12")), config(end=14), config(("10.0.0.10",))]
+
+
+class AllocatorMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.alloc = Allocator()
+        self.shape: dict[str, IPv4Config] = {}
+
+    @rule(network=st.sampled_from(NETWORKS), shape=st.sampled_from(SHAPES))
+    def build(self, network: str, shape: IPv4Config) -> None:
+        before = self._held(network)
+        pool_ref = ("ns", network.split("/")[1])
+        problem, _ = self.alloc.build(pool_ref, network, shape, [], {}, set())
+        assert problem is None
+        self.shape[network] = shape
+        pool = self.alloc.ipam.pool(network)
+        for mac, address in before.items():
+            fits = shape.to_pool().start <= address <= shape.to_pool().end and (
+                str(address) not in (shape.pool.exclude or ())
+            )
+            if fits:  # a reshape keeps every allocation that still fits
+                assert pool.lookup(mac) == address
+            else:
+                assert pool.lookup(mac) is None
+                assert all(key != (network, mac) for key in self.alloc.owners)
+
+    @precondition(lambda self: self.shape)
+    @rule(data=st.data())
+    def forget(self, data: st.DataObject) -> None:
+        network = data.draw(st.sampled_from(sorted(self.shape)))
+        effects = self.alloc.forget_pool(("ns", network.split("/")[1]))
+        del self.shape[network]
+        assert not self.alloc.serves(network)
+        assert all(net != network for net, _ in self.alloc.owners)
+        assert all(owner in OWNERS for owner in effects.retry)
+
+    @rule(
+        owner=st.sampled_from(OWNERS),
+        network=st.sampled_from(NETWORKS),
+        mac=st.sampled_from(MACS),
+        static=st.one_of(st.none(), st.integers(8, 22).map(lambda n: f"10.0.0.{n}")),
+    )
+    def allocate(self, owner: tuple[str, str], network: str, mac: str, static: str | None) -> None:
+        holder = self.alloc.owners.get((network, mac))
+        address, _, _ = self.alloc.allocate(owner, network, mac, static, None)
+        if network not in self.shape:
+            assert isinstance(address, str)
+            assert owner in self.alloc.waiting[network]
+            return
+        if holder is not None and holder != owner:
+            assert isinstance(address, str)
+            assert "already used" in address
+            return
+        if isinstance(address, IPv4Address):
+            assert self.alloc.owners[(network, mac)] == owner
+            assert self.alloc.ipam.pool(network).lookup(mac) == address
+            if static is not None:
+                assert str(address) == static
+
+    @rule(owner=st.sampled_from(OWNERS), network=st.sampled_from(NETWORKS))
+    def release_one(self, owner: tuple[str, str], network: str) -> None:
+        held = [
+            mac for (net, mac), who in self.alloc.owners.items() if who == owner and net == network
+        ]
+        for mac in held:
+            self.alloc.release(network, mac)
+            assert (network, mac) not in self.alloc.owners
+            assert self.alloc.ipam.pool(network).lookup(mac) is None
+
+    @rule(owner=st.sampled_from(OWNERS))
+    def release_all(self, owner: tuple[str, str]) -> None:
+        self.alloc.release_all(owner)
+        assert self.alloc.held_by(owner) == []
+        assert all(owner not in waiting for waiting in self.alloc.waiting.values())
+
+    def _held(self, network: str) -> dict[str, IPv4Address]:
+        if network not in self.alloc.ipam:
+            return {}
+        return {mac: ip for ip, mac in self.alloc.ipam.pool(network).allocations().items()}
+
+    @invariant()
+    def owners_and_pools_agree(self) -> None:
+        for network in self.shape:
+            pool = self.alloc.ipam.pool(network)
+            allocations = pool.allocations()
+            assert len(set(allocations)) == len(allocations)  # one owner per address
+            owned = {mac for (net, mac) in self.alloc.owners if net == network}
+            assert owned == set(allocations.values()), "pool and owners disagree"
+            for address in allocations:
+                assert pool.start <= address <= pool.end
+                assert address not in pool.excluded | pool.reserved
+
+
+TestAllocator = AllocatorMachine.TestCase
+TestAllocator.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+def test_a_restore_reports_a_second_claim_on_one_address_and_keeps_the_first() -> None:
+    alloc = Allocator()
+    claims = [
+        Claim("10.0.0.10", MACS[0], OWNERS[0]),
+        Claim("10.0.0.10", MACS[1], OWNERS[1]),
+    ]
+    problem, effects = alloc.build(("ns", "net-a"), NETWORKS[0], config(), claims, {}, set())
+    assert problem is None
+    assert alloc.owners == {(NETWORKS[0], MACS[0]): OWNERS[0]}
+    assert len(effects.conflicts) == 1
+    assert "vm-1" in effects.conflicts[0]
+    assert alloc.conflicts[("ns", "net-a")] == effects.conflicts
+
+
+def test_a_pool_status_entry_no_vmnetcfg_names_is_released() -> None:
+    alloc = Allocator()
+    status = {"10.0.0.15": MACS[3], "10.0.0.16": MACS[4], "10.0.0.1": "RESERVED"}
+    problem, effects = alloc.build(("ns", "net-a"), NETWORKS[0], config(), [], status, {MACS[3]})
+    assert problem is None
+    held = alloc.ipam.pool(NETWORKS[0]).allocations()
+    assert {str(ip): mac for ip, mac in held.items()} == {"10.0.0.15": MACS[3]}
+    assert any("belongs to no VirtualMachineNetworkConfig" in c for c in effects.conflicts)
+
+
+def test_a_second_pool_on_a_network_is_refused() -> None:
+    alloc = Allocator()
+    assert alloc.build(("ns", "a"), NETWORKS[0], config(), [], {}, set())[0] is None
+    problem, _ = alloc.build(("ns", "b"), NETWORKS[0], config(), [], {}, set())
+    assert problem == "network ns/net-a is already served by ippool ns/a"
+
+
+def test_a_waiting_vmnetcfg_is_retried_when_an_address_frees() -> None:
+    alloc = Allocator()
+    alloc.build(("ns", "a"), NETWORKS[0], config(end=10), [], {}, set())
+    first, _, _ = alloc.allocate(OWNERS[0], NETWORKS[0], MACS[0], None, None)
+    assert str(first) == "10.0.0.10"
+    problem, _, _ = alloc.allocate(OWNERS[1], NETWORKS[0], MACS[1], None, None)
+    assert isinstance(problem, str)
+    effects = alloc.release_all(OWNERS[0])
+    assert effects.retry == {OWNERS[1]}
+    assert effects.changed == {("ns", "a")}
+
+
+def test_a_recorded_address_is_given_back_when_free() -> None:
+    alloc = Allocator()
+    alloc.build(("ns", "a"), NETWORKS[0], config(), [], {}, set())
+    address, fresh, _ = alloc.allocate(OWNERS[0], NETWORKS[0], MACS[0], None, "10.0.0.17")
+    assert (str(address), fresh) == ("10.0.0.17", True)
+    again, fresh, effects = alloc.allocate(OWNERS[0], NETWORKS[0], MACS[0], None, "10.0.0.18")
+    assert (str(again), fresh, effects.changed) == ("10.0.0.17", False, set())
