@@ -34,7 +34,7 @@ class ControllerMetrics:
         )
         self.resync_corrections = Counter(
             "vmdhcpcontroller_resync_corrections",
-            "Changes a relist found that no watch had delivered, by kind (deleted, added, modified)",
+            "Changes a relist found that no watch had delivered (deleted, added, modified)",
             ["kind"],
             registry=self.registry,
         )
