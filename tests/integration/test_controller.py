@@ -68,7 +68,18 @@ def controller(
     ]  # fmt: skip
     with running_controller(args, log) as process:
         yield process
+        # the resync is a safety net: over the whole module it must have found nothing
+        _, metrics = process.get("/metrics")
+        corrections = [
+            line
+            for line in str(metrics).splitlines()
+            if line.startswith("vmdhcpcontroller_resync_corrections_total{")
+            and float(line.split()[-1]) != 0
+        ]
+        resyncs = process.metric('vmdhcpcontroller_resyncs_total{result="ok"}')
     assert "Traceback" not in process.output(), process.output()
+    assert resyncs >= 3, "the resync must have run to prove anything"
+    assert corrections == [], corrections
 
 
 class Env:

@@ -95,7 +95,8 @@ async def test_resync_corrects_what_the_watch_missed(
     replaced = custom_api.create_namespaced_custom_object(
         GROUP, VERSION, ns, "ippools", pool_body(ns, "replaced")
     )
-    await controller.resync()  # the store now mirrors the cluster, as after a first list
+    for _ in range(2):  # the store now mirrors the cluster, as after a first list
+        await controller.resync()
     await drain(controller)
     store = controller.store
     assert (store.get(IPPOOLS, (ns, "kept")) or {})["metadata"]["uid"] == created["metadata"]["uid"]
@@ -113,6 +114,7 @@ async def test_resync_corrects_what_the_watch_missed(
     assert again["metadata"]["uid"] != replaced["metadata"]["uid"]
     await drain(controller)
 
+    assert await controller.resync() == 0, "a disagreement seen once may be an event on its way"
     corrections = await controller.resync()
 
     assert store.get(VMNETCFGS, (ns, "gone")) is None
@@ -251,7 +253,8 @@ async def test_a_store_ahead_of_the_list_is_not_taken_back(
     controller.observe(IPPOOLS, "DELETED", gone)
     await drain(controller)
 
-    assert await controller.correct(IPPOOLS, listing) == 0
+    for _ in range(2):  # a second round reads what the first only suspected
+        assert await controller.correct(IPPOOLS, listing) == 0
     store = controller.store
     assert (store.get(IPPOOLS, (ns, "changed")) or {})["metadata"]["resourceVersion"] == changed[
         "metadata"

@@ -68,6 +68,7 @@ class Controller:
         self.config, self.kube, self.metrics = config, kube, metrics
         self.store, self.allocator, self.queue = self.ctx.store, self.ctx.allocator, self.ctx.queue
         self.rebuilt = False
+        self._suspects: dict[str, set[Ref]] = {kind: set() for kind in KINDS}
         self._handlers = {
             IPPOOLS: reconcile_ippool,
             VMNETCFGS: reconcile_vmnetcfg,
@@ -202,12 +203,13 @@ class Controller:
             for body in listing.get("items") or []:
                 self.observe(kind, None, body)
             return 0
-        made = await resync.correct(
+        made, self._suspects[kind] = await resync.correct(
             self.store,
             kind,
             listing,
             lambda ref: self._read(kind, ref),
             lambda event_type, body: self.observe(kind, event_type, body),
+            self._suspects[kind],
         )
         for what, count in made.items():
             if count:

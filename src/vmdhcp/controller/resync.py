@@ -5,7 +5,8 @@ kopf resumes its watches from their last resourceVersion, and relists after 410 
 without saying what vanished meanwhile; a watch may also simply break. A list alone cannot
 tell "deleted while unwatched" from "created after the list was taken" (the watch may be
 ahead of the list), so each object the list and the store disagree on is read again: the
-read is the truth at that moment, and the watch carries on from there.
+read is the truth at that moment, and the watch carries on from there. Only a disagreement
+seen in two rounds in a row is read: one seen once may be an event on its way.
 """
 
 from __future__ import annotations
@@ -42,15 +43,24 @@ def differences(store: ObjectStore, kind: str, listing: Body) -> list[Ref]:
 
 
 async def correct(
-    store: ObjectStore, kind: str, listing: Body, read: Read, observe: Observe
-) -> dict[str, int]:
-    """Bring the store in line with the API server where `listing` disagrees with it:
-    returns the corrections made, by kind of correction (deleted, added, modified)."""
+    store: ObjectStore,
+    kind: str,
+    listing: Body,
+    read: Read,
+    observe: Observe,
+    suspects: set[Ref],
+) -> tuple[dict[str, int], set[Ref]]:
+    """Bring the store in line with the API server where `listing` disagrees with it, for
+    the objects that already disagreed in the previous round (`suspects`): a watch event
+    in flight while the list was taken makes a disagreement that the watch itself settles
+    within moments, and must not count as a correction. Returns the corrections made, by
+    kind of correction (deleted, added, modified), and the new suspects."""
     made = {"deleted": 0, "added": 0, "modified": 0}
-    suspects = differences(store, kind, listing)
-    if len(suspects) > MAX_READS:
-        log.info("resync: %d %s objects differ; reading %d now", len(suspects), kind, MAX_READS)
-    for ref in suspects[:MAX_READS]:
+    found = differences(store, kind, listing)
+    confirmed = [ref for ref in found if ref in suspects]
+    if len(confirmed) > MAX_READS:
+        log.info("resync: %d %s objects differ; reading %d now", len(confirmed), kind, MAX_READS)
+    for ref in confirmed[:MAX_READS]:
         try:
             current = await read(ref)
         except ApiError as exc:
@@ -73,4 +83,4 @@ async def correct(
         else:
             continue
         observe("MODIFIED", current)
-    return made
+    return made, set(found) - set(confirmed[:MAX_READS])
