@@ -10,7 +10,7 @@ doing it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -90,6 +90,12 @@ class Allocator:
         """The pool of `network` exists and was built from this very spec."""
         return network in self.ipam and self._shapes.get(network) == shape_of(config)
 
+    def address_of(self, owner: Ref, network: str, mac: str) -> IPv4Address | None:
+        """The address `owner` holds for `mac` on `network`, if any."""
+        if self.owners.get((network, mac)) != owner:
+            return None
+        return self.ipam.pool(network).lookup(mac)
+
     def held_by(self, owner: Ref) -> list[tuple[str, str]]:
         return [key for key, who in self.owners.items() if who == owner]
 
@@ -105,12 +111,13 @@ class Allocator:
         config: IPv4Config,
         claims: Iterable[Claim],
         pool_status: dict[str, str],
-        named_macs: set[str | None],
+        named_macs: Mapping[str | None, Ref],
     ) -> tuple[str | None, Effects]:
         """Serve `network` from IPPool `ref`: create its pool and restore what the
-        vmnetcfgs' statuses claim, then what the pool's own status lists (a MAC no
-        vmnetcfg names is released); or reshape a pool whose spec changed, keeping every
-        allocation that still fits. Returns a problem (not served) or the effects."""
+        vmnetcfgs' statuses claim, then what the pool's own status lists, owned by the
+        vmnetcfg that names its MAC (`named_macs`; a MAC none names is released); or
+        reshape a pool whose spec changed, keeping every allocation that still fits.
+        Returns a problem (not served) or the effects."""
         holder = self.pool_of_network.get(network)
         if holder is not None and holder != ref:
             return (
@@ -137,7 +144,8 @@ class Allocator:
         for address, mac in sorted(pool_status.items()):
             if mac in (EXCLUDED_MARK, RESERVED_MARK):
                 continue
-            if mac_or_none(mac) not in named_macs:
+            owner = named_macs.get(mac_or_none(mac))
+            if owner is None:
                 effects.conflicts.append(
                     f"ippool status: ip {address} of mac {mac} belongs to no "
                     "VirtualMachineNetworkConfig; released"
@@ -145,6 +153,8 @@ class Allocator:
                 continue
             found = pool.restore([(address, mac)])
             effects.conflicts.extend(f"ippool status: {c.message}" for c in found)
+            if not found:
+                self.owners.setdefault((network, normalize_mac(mac)), owner)
         self.ipam.add(network, pool)
         self._shapes[network] = shape_of(config)
         self.pool_of_network[network] = ref

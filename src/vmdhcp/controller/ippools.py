@@ -38,11 +38,10 @@ def network_of(body: Body) -> str:
 
 
 def claims_on(ctx: Context, network: str) -> list[Claim]:
-    """What the vmnetcfgs' statuses say they hold on `network`, in a stable order."""
+    """What the vmnetcfgs' statuses say they hold on `network`, in a stable order; one
+    being deleted holds its addresses until its finalizer goes, when they are released."""
     claims = []
     for ref, body in sorted(ctx.store.items(VMNETCFGS)):
-        if meta(body).get("deletionTimestamp"):
-            continue
         for entry in (body.get("status") or {}).get("networkConfigs") or []:
             if entry.get("state") != NetworkConfigState.ALLOCATED:
                 continue
@@ -53,17 +52,18 @@ def claims_on(ctx: Context, network: str) -> list[Claim]:
     return claims
 
 
-def macs_named_on(ctx: Context, network: str) -> set[str | None]:
-    """MACs that some vmnetcfg's spec or status names on `network`."""
-    named: set[str | None] = set()
-    for _, body in ctx.store.items(VMNETCFGS):
+def macs_named_on(ctx: Context, network: str) -> dict[str | None, Ref]:
+    """MACs that some vmnetcfg's spec or status names on `network`, and the first (in
+    name order) that names each."""
+    named: dict[str | None, Ref] = {}
+    for ref, body in sorted(ctx.store.items(VMNETCFGS)):
         entries = [
             *((body.get("spec") or {}).get("networkConfigs") or []),
             *((body.get("status") or {}).get("networkConfigs") or []),
         ]
         for entry in entries:
             if network_key(entry.get("networkName") or "") == network:
-                named.add(mac_or_none(entry.get("macAddress")))
+                named.setdefault(mac_or_none(entry.get("macAddress")), ref)
     return named
 
 
@@ -96,7 +96,7 @@ def build_pool(ctx: Context, ref: Ref, body: Body) -> str | None:
         config,
         claims_on(ctx, network) if fresh else (),
         status_allocated if fresh else {},
-        macs_named_on(ctx, network) if fresh else set(),
+        macs_named_on(ctx, network) if fresh else {},
     )
     if problem is not None:
         return problem
@@ -114,9 +114,15 @@ def build_pool(ctx: Context, ref: Ref, body: Body) -> str | None:
 
 
 def forget_pool(ctx: Context, ref: Ref) -> None:
+    """IPPool `ref` no longer serves: its network is free, so a pool refused for it (a
+    second pool on the network) is reconciled again and may take it."""
+    served = [n for n in ctx.allocator.pool_of_network if ctx.allocator.holder(n) == ref]
     ctx.status_writes.cancel((IPPOOLS, *ref))
     ctx.apply(ctx.allocator.forget_pool(ref))
     ctx.metrics.remove_pool(f"{ref[0]}/{ref[1]}")
+    for other, body in ctx.store.items(IPPOOLS):
+        if other != ref and network_of(body) in served:
+            ctx.queue.add((IPPOOLS, *other))
 
 
 def conditions_of(

@@ -52,8 +52,11 @@ def _allocate(
         ctx.apply(effects)
         if isinstance(address, str):
             problems.append(address)
-            continue
-        if fresh:
+            kept = ctx.allocator.address_of(ref, network, mac)
+            if kept is None:
+                continue
+            address = kept  # the status says what it still holds (a static change refused)
+        elif fresh:
             ctx.events.post(
                 body,
                 "VirtualMachineNetworkConfig",

@@ -43,7 +43,7 @@ class AllocatorMachine(RuleBasedStateMachine):
     def build(self, network: str, shape: IPv4Config) -> None:
         before = self._held(network)
         pool_ref = ("ns", network.split("/")[1])
-        problem, _ = self.alloc.build(pool_ref, network, shape, [], {}, set())
+        problem, _ = self.alloc.build(pool_ref, network, shape, [], {}, {})
         assert problem is None
         self.shape[network] = shape
         pool = self.alloc.ipam.pool(network)
@@ -134,7 +134,7 @@ def test_a_restore_reports_a_second_claim_on_one_address_and_keeps_the_first() -
         Claim("10.0.0.10", MACS[0], OWNERS[0]),
         Claim("10.0.0.10", MACS[1], OWNERS[1]),
     ]
-    problem, effects = alloc.build(("ns", "net-a"), NETWORKS[0], config(), claims, {}, set())
+    problem, effects = alloc.build(("ns", "net-a"), NETWORKS[0], config(), claims, {}, {})
     assert problem is None
     assert alloc.owners == {(NETWORKS[0], MACS[0]): OWNERS[0]}
     assert len(effects.conflicts) == 1
@@ -145,23 +145,26 @@ def test_a_restore_reports_a_second_claim_on_one_address_and_keeps_the_first() -
 def test_a_pool_status_entry_no_vmnetcfg_names_is_released() -> None:
     alloc = Allocator()
     status = {"10.0.0.15": MACS[3], "10.0.0.16": MACS[4], "10.0.0.1": "RESERVED"}
-    problem, effects = alloc.build(("ns", "net-a"), NETWORKS[0], config(), [], status, {MACS[3]})
+    problem, effects = alloc.build(
+        ("ns", "net-a"), NETWORKS[0], config(), [], status, {MACS[3]: OWNERS[3]}
+    )
     assert problem is None
     held = alloc.ipam.pool(NETWORKS[0]).allocations()
     assert {str(ip): mac for ip, mac in held.items()} == {"10.0.0.15": MACS[3]}
+    assert alloc.owners == {(NETWORKS[0], MACS[3]): OWNERS[3]}  # released with its owner
     assert any("belongs to no VirtualMachineNetworkConfig" in c for c in effects.conflicts)
 
 
 def test_a_second_pool_on_a_network_is_refused() -> None:
     alloc = Allocator()
-    assert alloc.build(("ns", "a"), NETWORKS[0], config(), [], {}, set())[0] is None
-    problem, _ = alloc.build(("ns", "b"), NETWORKS[0], config(), [], {}, set())
+    assert alloc.build(("ns", "a"), NETWORKS[0], config(), [], {}, {})[0] is None
+    problem, _ = alloc.build(("ns", "b"), NETWORKS[0], config(), [], {}, {})
     assert problem == "network ns/net-a is already served by ippool ns/a"
 
 
 def test_a_waiting_vmnetcfg_is_retried_when_an_address_frees() -> None:
     alloc = Allocator()
-    alloc.build(("ns", "a"), NETWORKS[0], config(end=10), [], {}, set())
+    alloc.build(("ns", "a"), NETWORKS[0], config(end=10), [], {}, {})
     first, _, _ = alloc.allocate(OWNERS[0], NETWORKS[0], MACS[0], None, None)
     assert str(first) == "10.0.0.10"
     problem, _, _ = alloc.allocate(OWNERS[1], NETWORKS[0], MACS[1], None, None)
@@ -173,7 +176,7 @@ def test_a_waiting_vmnetcfg_is_retried_when_an_address_frees() -> None:
 
 def test_a_recorded_address_is_given_back_when_free() -> None:
     alloc = Allocator()
-    alloc.build(("ns", "a"), NETWORKS[0], config(), [], {}, set())
+    alloc.build(("ns", "a"), NETWORKS[0], config(), [], {}, {})
     address, fresh, _ = alloc.allocate(OWNERS[0], NETWORKS[0], MACS[0], None, "10.0.0.17")
     assert (str(address), fresh) == ("10.0.0.17", True)
     again, fresh, effects = alloc.allocate(OWNERS[0], NETWORKS[0], MACS[0], None, "10.0.0.18")
