@@ -84,6 +84,7 @@ class LeaderElector:
         self._observed_key: tuple[Any, ...] | None = None
         self._observed_time = 0.0
         self._leading = False
+        self._releasing = False
         self._renewed_at = 0.0  # start of the last successful acquire or renew attempt
         self.leading_since: float | None = None
         """Monotonic time at which we last became leader; None while not leading."""
@@ -120,8 +121,14 @@ class LeaderElector:
             log.warning("lease %s/%s: %r", self.namespace, self.name, exc)
         return False
 
+    def time_left(self) -> float:
+        """Seconds this leader may still write (0 when not leading): what a write's
+        timeout must not exceed, so that no write of ours lands after a standby took over."""
+        return max(0.0, self._time_left()) if self.is_leader() else 0.0
+
     async def acquire(self) -> None:
         """Return once we lead; cancel to stop contending."""
+        self._releasing = False
         while not await self._attempt(self.renew_deadline):
             await self._sleep(self.retry_period * (1 + self.jitter * random.random()))
 
@@ -165,6 +172,7 @@ class LeaderElector:
         takes over at once. We stop leading before the write is sent."""
         if self._lease is None or self.observed_holder != self.identity:
             return False
+        self._releasing = True  # a renewal still in flight must not make us lead again
         self._stop("releasing the lease", logging.WARNING)
         now = _micro(self._wall())
         spec = self._spec | {
@@ -236,6 +244,8 @@ class LeaderElector:
 
     def _won(self, lease: dict[str, Any], start: float) -> bool:
         self._observe(lease)
+        if self._releasing:
+            return False
         self._renewed_at = start
         if not self._leading:
             self._leading = True

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
@@ -69,6 +72,41 @@ def pod_watcher(
     return watch_from
 
 
+def custom_object_lister(
+    kube: Kube, group: str, version: str, plural: str
+) -> Callable[[], dict[str, Any]]:
+    """A blocking list of every object of a custom resource, cluster-wide, as an API dict."""
+
+    def list_once() -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            kube.custom.list_cluster_custom_object(group, version, plural, _request_timeout=60),
+        )
+
+    return list_once
+
+
+def custom_object_watcher(
+    kube: Kube, group: str, version: str, plural: str, seconds: int
+) -> Callable[[str], Iterator[tuple[str, dict[str, Any]]]]:
+    """A blocking watch of those objects from a resourceVersion, as `pod_watcher`."""
+
+    def watch_from(resource_version: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        for event in watch_stream(
+            kube.custom.list_cluster_custom_object,
+            group,
+            version,
+            plural,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=seconds,
+            _request_timeout=seconds + 15,
+        ):
+            yield event.get("type") or "", event["raw_object"]
+
+    return watch_from
+
+
 # -- an asyncio-friendly adapter for the controller ---------------------------------------
 
 
@@ -83,6 +121,11 @@ def _translate(exc: Exception) -> ApiError:
             message = str(exc.body or "")
         return ApiError(int(exc.status or 0), reason, message)
     return ApiError(0, type(exc).__name__, str(exc))
+
+
+REQUEST_SECONDS = 30.0
+LEASE_REQUEST_SECONDS = 5.0
+"""A lease call that takes longer is given up (the elector tries again every 2 s)."""
 
 
 def tuned_api_client(kubeconfig: str | None, context: str | None, pool_size: int) -> Any:
@@ -101,24 +144,71 @@ class Kube:
         """Asked before every write but the lease's own: a leader that can no longer prove
         it leads must not write (client-go checks leadership before acting, not only at
         start). Set by the controller to its elector's check."""
+        self.write_budget: Callable[[], float] = lambda: REQUEST_SECONDS
+        """Seconds such a write may take at most (the controller: the time it may still
+        lead), so that none lands after a standby may have taken over."""
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
         self.extensions = client.ApiextensionsV1Api(api)
         self.writes = 0
         """API writes made (create, patch, replace, delete), for the benchmark."""
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        # the lease's calls never wait behind the workers' (a full pool would end a leader)
+        self._lease_threads = ThreadPoolExecutor(4, thread_name_prefix="lease")
+
+    @property
+    def writes_in_flight(self) -> int:
+        """Gated writes whose HTTP request has not returned (its thread may outlive a
+        cancelled caller)."""
+        return self._in_flight
+
+    async def writes_settled(self, within: float) -> bool:
+        """Wait up to `within` seconds until no gated write is in flight (the count moves
+        in the request threads, hence polling)."""
+        for _ in range(int(within / 0.05)):
+            if not self._in_flight:
+                break
+            await asyncio.sleep(0.05)
+        return self._in_flight == 0
 
     async def _call(
-        self, fn: Callable[..., Any], *args: Any, write: bool, gated: bool = True, **kwargs: Any
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        write: bool,
+        gated: bool = True,
+        lease: bool = False,
+        **kwargs: Any,
     ) -> Any:
+        timeout = LEASE_REQUEST_SECONDS if lease else REQUEST_SECONDS
+        tracked = write and gated
         if write:
-            if gated and not self.may_write():
-                raise ApiError(0, "NotLeader", "not leading: the write was not sent")
+            if tracked:
+                timeout = min(timeout, self.write_budget())
+                if not self.may_write() or timeout <= 0:
+                    raise ApiError(0, "NotLeader", "not leading: the write was not sent")
             self.writes += 1
+        call = functools.partial(fn, *args, _request_timeout=timeout, **kwargs)
+        if tracked:
+            call = functools.partial(self._tracked, call)
+            with self._lock:
+                self._in_flight += 1
         try:
-            return await asyncio.to_thread(fn, *args, _request_timeout=30, **kwargs)
+            if lease:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._lease_threads, call)
+            return await asyncio.to_thread(call)
         except Exception as exc:
             raise _translate(exc) from exc
+
+    def _tracked(self, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     # custom resources
     async def list_objects(self, group: str, version: str, plural: str) -> dict[str, Any]:
@@ -246,14 +336,19 @@ class Kube:
     # leases (leader election)
     async def read_lease(self, namespace: str, name: str) -> dict[str, Any]:
         lease = await self._call(
-            self.coordination.read_namespaced_lease, name, namespace, write=False
+            self.coordination.read_namespaced_lease, name, namespace, write=False, lease=True
         )
         result: dict[str, Any] = self.api.sanitize_for_serialization(lease)
         return result
 
     async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         lease = await self._call(
-            self.coordination.create_namespaced_lease, namespace, body, write=True, gated=False
+            self.coordination.create_namespaced_lease,
+            namespace,
+            body,
+            write=True,
+            gated=False,
+            lease=True,
         )
         result: dict[str, Any] = self.api.sanitize_for_serialization(lease)
         return result
@@ -268,6 +363,7 @@ class Kube:
             body,
             write=True,
             gated=False,
+            lease=True,
         )
         result: dict[str, Any] = self.api.sanitize_for_serialization(lease)
         return result

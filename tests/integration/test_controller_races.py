@@ -1,27 +1,27 @@
 """Races the controller must win, driven step by step in-process against the real test API
 server: a user's edit racing the controller's own spec write is never lost (the write
-carries a resourceVersion precondition), and an object deleted between the controller's
-start-up list and its kopf watches is released as soon as the watches have listed, with
-no resync running."""
+carries a resourceVersion precondition), and an object deleted right after the listing
+the IPAM is built from is released by the watch that goes on from that listing, with no
+resync running."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-import kopf
 import pytest
 from kubernetes.client import ApiClient, CustomObjectsApi
 
 from tests.integration.test_controller import GROUP, VERSION, Env
 from vmdhcp.controller.config import load_config
+from vmdhcp.controller.context import RESOURCES
 from vmdhcp.controller.engine import IPPOOLS, VMNETCFGS, VMS, Controller
+from vmdhcp.controller.informer import Informer, custom_informer
 from vmdhcp.controller.metrics import ControllerMetrics
-from vmdhcp.controller.watches import build_registry, operator_settings
-from vmdhcp.k8s import Kube
+from vmdhcp.k8s import Kube, custom_object_lister, custom_object_watcher
 
 pytestmark = pytest.mark.cluster
 
@@ -99,33 +99,15 @@ async def test_a_users_ip_address_edit_racing_the_controllers_write_is_kept(
     assert controller.queue.retries(key) == 0
 
 
-@contextlib.asynccontextmanager
-async def watching(controller: Controller) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    config = load_config(["--namespace", "x", "--no-agent"], {})
-    task = asyncio.create_task(
-        kopf.operator(
-            registry=build_registry(controller),
-            settings=operator_settings(config),
-            standalone=True,
-            clusterwide=True,
-            stop_flag=stop,
-        )
-    )
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
-
-
 def holds(controller: Controller, network: str, mac: str) -> bool:
     return mac in controller.allocator.ipam.pool(network).allocations().values()
 
 
-async def test_an_object_deleted_before_the_watches_start_is_released_at_once(
-    api_client: ApiClient, namespace: str, kubeconfig_env: object
+async def test_an_object_deleted_between_the_first_list_and_the_watch_is_released(
+    api_client: ApiClient, namespace: str
 ) -> None:
+    """The informers' watches go on from their first listing's resourceVersion: what is
+    deleted right after that listing is reported by the watch, with no resync running."""
     env = Env(api_client, namespace, namespace)
     env.nad()
     env.pool()
@@ -156,16 +138,45 @@ async def test_an_object_deleted_before_the_watches_start_is_released_at_once(
             GROUP, VERSION, namespace, CFGS, name, {"status": status}
         )
     controller = controller_for(api_client, namespace)
-    await controller.rebuild()
-    assert holds(controller, network, held["gap"][0])
-    assert holds(controller, network, held["stays"][0])
+    kube = controller.kube
+    listed_vmnetcfgs = custom_object_lister(kube, *RESOURCES[VMNETCFGS])
 
-    # deleted after the controller's own list, before its watches list: no watch reports it
-    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, CFGS, "gap")
-    async with watching(controller):
-        await until(lambda: not controller.store.awaiting_confirmation, "the watches' listings")
+    listed: list[str] = []
+
+    def list_then_delete() -> dict[str, Any]:
+        listing = listed_vmnetcfgs()
+        listed.extend(item["metadata"]["name"] for item in listing["items"])
+        # deleted after the listing the IPAM is built from, before its watch starts
+        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, CFGS, "gap")
+        return listing
+
+    informers = [
+        custom_informer(
+            kube,
+            RESOURCES[IPPOOLS],
+            partial(controller.on_list, IPPOOLS),
+            partial(controller.observe, IPPOOLS),
+        ),
+        Informer(
+            "vmnetcfgs",
+            list_then_delete,
+            custom_object_watcher(kube, *RESOURCES[VMNETCFGS], 30),
+            partial(controller.on_list, VMNETCFGS),
+            partial(controller.observe, VMNETCFGS),
+        ),
+    ]  # fmt: skip
+    for informer in informers:
+        informer.start(asyncio.get_running_loop())
+    try:
+        await asyncio.wait_for(controller.listed_once((IPPOOLS, VMNETCFGS)), 20)
+        controller.build_ipam()
+        assert "gap" in listed
+        await until(
+            lambda: controller.store.get(VMNETCFGS, (namespace, "gap")) is None, "its deletion"
+        )
         await drain(controller)
         assert not holds(controller, network, held["gap"][0]), "the deleted vmnetcfg keeps its IP"
         assert holds(controller, network, held["stays"][0])
-        assert controller.store.get(VMNETCFGS, (namespace, "gap")) is None
-        assert controller.store.get(IPPOOLS, (namespace, "net-48")) is not None
+    finally:
+        for informer in informers:
+            informer.stop()

@@ -27,11 +27,11 @@ from tests.cluster import (
 )
 from tests.integration.test_controller import GROUP, POOL_SPEC, VERSION
 from vmdhcp.api.constants import AGENT_LABEL_VALUE, LABEL_VM_DHCP_CONTROLLER
-from vmdhcp.controller import podwatch
+from vmdhcp.controller import informer as podwatch
 from vmdhcp.controller.config import ConfigError, load_config
 from vmdhcp.controller.engine import IPPOOLS, VMNETCFGS, Controller
+from vmdhcp.controller.informer import PodWatch
 from vmdhcp.controller.metrics import ControllerMetrics
-from vmdhcp.controller.podwatch import PodWatch
 from vmdhcp.k8s import Kube, pod_lister, pod_watcher
 from vmdhcp.watching import list_then_watch
 

@@ -462,3 +462,26 @@ async def test_run_toggles_leading_and_releases_when_cancelled(
     spec = store.spec()
     assert (spec["holderIdentity"], spec["leaseDurationSeconds"]) == ("", 1)
     assert spec["leaseTransitions"] == 2
+
+
+async def test_a_renewal_in_flight_during_release_does_not_make_us_lead_again(
+    store: Store, timeline: Timeline
+) -> None:
+    leader, _ = candidate(store, timeline, "a", mono_base=10)
+    assert await leader.try_acquire_or_renew()
+    renewal = asyncio.ensure_future(leader.try_acquire_or_renew())  # its read is under way
+    await asyncio.sleep(0)
+    assert await leader.release() in (True, False)  # 409 if the renewal's write came first
+    await renewal
+    assert not leader.is_leader()
+    assert leader.time_left() == 0.0
+
+
+async def test_time_left_bounds_a_leaders_writes(store: Store, timeline: Timeline) -> None:
+    leader, _ = candidate(store, timeline, "a", mono_base=10)
+    assert leader.time_left() == 0.0
+    assert await leader.try_acquire_or_renew()
+    timeline.now = 4
+    assert leader.time_left() == pytest.approx(6.0)  # renew deadline 10 from the renewal
+    timeline.now = 10
+    assert leader.time_left() == 0.0

@@ -38,6 +38,7 @@ class Condition(_Model):
     message: str | None = None
     last_update_time: str | None = Field(default=None, alias="lastUpdateTime")
     last_transition_time: str | None = Field(default=None, alias="lastTransitionTime")
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
 
 
 class PoolRange(_Model):
@@ -98,6 +99,7 @@ class IPPoolStatus(_Model):
     last_update: datetime | None = Field(default=None, alias="lastUpdate")
     ipv4: IPv4Status | None = None
     agent_pod_ref: PodReference | None = Field(default=None, alias="agentPodRef")
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
     conditions: list[Condition] | None = None
 
 
@@ -151,6 +153,7 @@ class NetworkConfigStatus(_Model):
 
 class VirtualMachineNetworkConfigStatus(_Model):
     network_configs: list[NetworkConfigStatus] | None = Field(default=None, alias="networkConfigs")
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
     conditions: list[Condition] | None = None
 
 

@@ -16,7 +16,7 @@ from vmdhcp.api.constants import (
     NAD_VERSION,
 )
 from vmdhcp.controller.allocator import Ref
-from vmdhcp.controller.conditions import OK, error
+from vmdhcp.controller.conditions import error, ok
 from vmdhcp.controller.config import parse_image
 from vmdhcp.controller.context import IPPOOLS, NADS, PODS, RETRY_SECONDS, Context
 from vmdhcp.controller.manifests import agent_pod, agent_pod_name, pod_image, pod_is_ready
@@ -127,9 +127,9 @@ async def ensure_agent(
             )
             ctx.queue.add_after((IPPOOLS, *ref), 1.0)
             purged = error(f"agent pod {name} obsolete and purged")
-            return OK, purged, {**(agent_ref or {}), "image": image}
-        ready = OK if pod_is_ready(pod) else error(f"agent pod {name} not ready")
-        return OK, ready, _pod_ref(pod, image)
+            return ok("AgentPodCreated"), purged, {**(agent_ref or {}), "image": image}
+        ready = ok("AgentPodReady") if pod_is_ready(pod) else error(f"agent pod {name} not ready")
+        return ok("AgentPodCreated"), ready, _pod_ref(pod, image)
     spec = body.get("spec") or {}
     manifest = agent_pod(
         pool_namespace=ref[0],
@@ -150,5 +150,5 @@ async def ensure_agent(
             raise
         created = await ctx.kube.read_pod(*pod_ref)  # adopt it (upstream loses the uid)
     ctx.store.remember(PODS, created, None)
-    ready = OK if pod_is_ready(created) else error(f"agent pod {name} not ready")
-    return OK, ready, _pod_ref(created, image)
+    ready = ok("AgentPodReady") if pod_is_ready(created) else error(f"agent pod {name} not ready")
+    return ok("AgentPodCreated"), ready, _pod_ref(created, image)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import os
 import signal
@@ -23,10 +24,11 @@ from vmdhcp.api.constants import (
     LABEL_VM_DHCP_CONTROLLER,
 )
 from vmdhcp.controller.config import ControllerConfig
-from vmdhcp.controller.engine import PODS, Controller
+from vmdhcp.controller.context import RESOURCES
+from vmdhcp.controller.engine import LOADED_AT_START, PODS, Controller
 from vmdhcp.controller.http import make_app
+from vmdhcp.controller.informer import Informer, PodWatch, custom_informer
 from vmdhcp.controller.metrics import ControllerMetrics
-from vmdhcp.controller.podwatch import PodWatch
 from vmdhcp.controller.watches import build_registry, operator_settings
 from vmdhcp.election import LeaderElector
 
@@ -78,12 +80,8 @@ async def run(config: ControllerConfig) -> int:
         await runner.cleanup()
         return 1
     tasks: list[asyncio.Task[Any]] = []
-    pods: PodWatch | None = None
+    informers: list[Informer] = []
     try:
-        if config.install_crds:
-            for crd in packaged_crds():
-                await kube.apply_crd(crd, field_manager=config.name)
-            log.info("custom resource definitions installed or upgraded")
         elector = None
         if config.leader_election:
             identity = f"{config.name}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
@@ -97,6 +95,7 @@ async def run(config: ControllerConfig) -> int:
                 retry_period=config.retry_seconds,
             )
             kube.may_write = elector.is_leader  # every write asks, not only the first
+            kube.write_budget = elector.time_left  # and none may land after a takeover
             standby.set()
             acquire = asyncio.create_task(elector.acquire())
             waiter = asyncio.create_task(stop.wait())
@@ -106,17 +105,47 @@ async def run(config: ControllerConfig) -> int:
                 acquire.cancel()
                 return 0
             standby.clear()
-        await controller.rebuild()
-        pods = PodWatch(
-            kube,
-            config.agent_namespace,
-            f"{LABEL_VM_DHCP_CONTROLLER}={AGENT_LABEL_VALUE}",
-            on_list=lambda listing, first: asyncio.ensure_future(
-                controller.correct(PODS, listing, initial=first)
-            ),
-            on_event=lambda kind, body: controller.observe(PODS, kind, body),
+        lease = asyncio.create_task(elector.renew_until_lost(), name="lease") if elector else None
+        if config.install_crds:  # by the leader only: a standby of another version must not
+            for crd in packaged_crds():
+                await kube.apply_crd(crd, field_manager=config.name)
+            log.info("custom resource definitions installed or upgraded")
+        # the IPAM is built from the informers' first listings, which their watches go on
+        # from: nothing deleted in between can keep its addresses
+        informers = [
+            custom_informer(
+                kube,
+                RESOURCES[kind],
+                on_list=functools.partial(controller.on_list, kind),
+                on_event=functools.partial(controller.observe, kind),
+            )
+            for kind in LOADED_AT_START
+        ]
+        informers.append(
+            PodWatch(
+                kube,
+                config.agent_namespace,
+                f"{LABEL_VM_DHCP_CONTROLLER}={AGENT_LABEL_VALUE}",
+                on_list=functools.partial(controller.on_list, PODS),
+                on_event=functools.partial(controller.observe, PODS),
+            )
         )
-        pods.start(loop)
+        for informer in informers:
+            informer.start(loop)
+        listed = asyncio.create_task(controller.listed_once(LOADED_AT_START))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait(
+            {listed, stopped, *([lease] if lease else [])}, return_when=asyncio.FIRST_COMPLETED
+        )
+        stopped.cancel()
+        if not listed.done():  # a stop, or the lease lost, before the first listings
+            listed.cancel()
+            if lease is not None and not lease.done():
+                lease.cancel()
+            if elector is not None and stop.is_set():
+                await elector.release()
+            return 0 if stop.is_set() else 1
+        controller.build_ipam()
         kopf_stop = asyncio.Event()
         kopf_ready = asyncio.Event()
 
@@ -143,8 +172,8 @@ async def run(config: ControllerConfig) -> int:
             asyncio.create_task(reclaim_signals(), name="signals"),
             asyncio.create_task(stop.wait(), name="signal"),
         ]
-        if elector is not None:
-            tasks.append(asyncio.create_task(elector.renew_until_lost(), name="lease"))
+        if lease is not None:
+            tasks.append(lease)
         if config.resync_seconds:
             tasks.append(
                 asyncio.create_task(controller.resync_every(config.resync_seconds), name="resync")
@@ -164,8 +193,15 @@ async def run(config: ControllerConfig) -> int:
             await asyncio.gather(*workers, return_exceptions=True)
             tasks_kopf = [t for t in tasks if t.get_name() == "kopf"]
             await asyncio.wait(tasks_kopf, timeout=5)
-            if elector is not None:  # only now: no write of ours is still under way
-                await elector.release()
+            if elector is not None and lease is not None:
+                lease.cancel()  # no renewal may race the release
+                await asyncio.gather(lease, return_exceptions=True)
+                # only once no write of ours can still land (their threads outlive the
+                # cancelled workers); otherwise let the lease run out
+                if await kube.writes_settled(within=min(5.0, elector.time_left())):
+                    await elector.release()
+                else:
+                    log.warning("writes still in flight: leaving the lease to expire")
             return 0
         if finished.get_name() == "lease":
             # as upstream (and client-go's users) do: exit now, abandoning requests that
@@ -180,8 +216,8 @@ async def run(config: ControllerConfig) -> int:
         log.error("the API server refused: %s", exc)
         return 1
     finally:
-        if pods is not None:
-            pods.stop()
+        for informer in informers:
+            informer.stop()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

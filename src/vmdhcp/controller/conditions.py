@@ -16,9 +16,11 @@ def set_condition(
     message: str = "",
     *,
     now: str,
+    generation: int | None = None,
 ) -> list[Condition]:
     """A copy of `conditions` with `kind` set. Times move only when something changed:
-    `lastUpdateTime` on any change, `lastTransitionTime` when the status flips."""
+    `lastUpdateTime` on any change, `lastTransitionTime` when the status flips;
+    `observedGeneration` says which spec (metadata.generation) it was set from."""
     value = "True" if status else "False"
     out = [dict(c) for c in conditions]
     for condition in out:
@@ -34,17 +36,20 @@ def set_condition(
         if changed:
             condition.update(status=value, reason=reason, message=message, lastUpdateTime=now)
         condition.setdefault("lastTransitionTime", now)
+        if generation is not None:
+            condition["observedGeneration"] = generation
         return out
-    out.append(
-        {
-            "type": kind,
-            "status": value,
-            "reason": reason,
-            "message": message,
-            "lastUpdateTime": now,
-            "lastTransitionTime": now,
-        }
-    )
+    added: Condition = {
+        "type": kind,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastUpdateTime": now,
+        "lastTransitionTime": now,
+    }
+    if generation is not None:
+        added["observedGeneration"] = generation
+    out.append(added)
     return out
 
 
@@ -53,4 +58,11 @@ def error(message: str) -> tuple[bool, str, str]:
     return False, "Error", message
 
 
-OK: tuple[bool, str, str] = (True, "", "")
+def ok(reason: str) -> tuple[bool, str, str]:
+    """True, with a CamelCase reason (upstream leaves it empty; conventions ask for one)."""
+    return True, reason, ""
+
+
+def flag(value: bool, when_true: str, when_false: str) -> tuple[bool, str, str]:
+    """A condition that is a plain yes/no (Stopped, Disabled), with a reason either way."""
+    return value, when_true if value else when_false, ""

@@ -107,6 +107,13 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
         metavar="SECONDS",
         help="the leader stops when no renewal succeeded for this long (default 10)",
     )
+    # the first version's name for it (renewals every N s); kept so manifests keep working
+    p.add_argument(
+        "--leader-election-renew-period",
+        type=float,
+        dest="leader_election_renew_deadline",
+        help=argparse.SUPPRESS,
+    )
     p.add_argument("--leader-election-retry-period", type=float, default=2.0, metavar="SECONDS")
     p.add_argument("--no-agent", action="store_true", help="do not run agent pods")
     p.add_argument("--no-dhcp", action="store_true", help="agents run with --dry-run")

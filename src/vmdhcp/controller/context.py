@@ -17,7 +17,7 @@ from vmdhcp.api.constants import (
     NAD_VERSION,
     VM_PLURAL,
 )
-from vmdhcp.controller.allocator import Allocator, Effects
+from vmdhcp.controller.allocator import Allocator, Effects, Ref
 from vmdhcp.controller.config import ControllerConfig
 from vmdhcp.controller.debounce import Debouncer
 from vmdhcp.controller.events import EventRecorder
@@ -65,15 +65,31 @@ class Context:
     status_writes: Debouncer[Key] = field(init=False)
     """IPPools whose allocations changed: their status is written once changes pause
     (`status_flush_seconds`), and at least every MAX_STATUS_DELAY during a burst."""
+    status_due: set[Key] = field(default_factory=set)
     events: EventRecorder = field(init=False)
 
     def __post_init__(self) -> None:
         self.events = EventRecorder(self.kube)
         self.status_writes = Debouncer(
-            self.queue.add,
+            self._status_due,
             quiet=self.config.status_flush_seconds,
             max_delay=max(MAX_STATUS_DELAY, self.config.status_flush_seconds),
         )
+
+    def _status_due(self, key: Key) -> None:
+        self.status_due.add(key)
+        self.queue.add(key)
+
+    def status_may_wait(self, pool: Ref) -> bool:
+        """Whether a pool's allocations may be left out of this status write: more changes
+        are gathering and the debouncer has not called for a write yet. Once it has, the
+        next reconcile writes, however busy the pool is (at least every MAX_STATUS_DELAY:
+        the agent serves what the status lists)."""
+        key = (IPPOOLS, *pool)
+        if key in self.status_due:
+            self.status_due.discard(key)
+            return False
+        return self.status_writes.is_pending(key)
 
     def apply(self, effects: Effects) -> None:
         for owner in effects.retry:

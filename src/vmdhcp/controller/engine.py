@@ -52,7 +52,11 @@ __all__ = ["IPPOOLS", "NADS", "PODS", "VMNETCFGS", "VMS", "Controller"]
 
 log = logging.getLogger("vmdhcp.controller")
 
-WATCHED_BY_KOPF = (IPPOOLS, VMNETCFGS, VMS, NADS)
+LOADED_AT_START = (IPPOOLS, VMNETCFGS)
+WATCHED_BY_KOPF = (VMS, NADS)
+LISTING_QUIET = 2.0
+"""Seconds without listing events after which a kopf listing is taken as complete."""
+"""Watched by the controller's own informers: their first listing seeds the IPAM."""
 
 
 class Controller:
@@ -68,7 +72,10 @@ class Controller:
         self.config, self.kube, self.metrics = config, kube, metrics
         self.store, self.allocator, self.queue = self.ctx.store, self.ctx.allocator, self.ctx.queue
         self.rebuilt = False
-        self._suspects: dict[str, set[Ref]] = {kind: set() for kind in KINDS}
+        self.listed: dict[str, asyncio.Event] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._listing_timers: dict[str, asyncio.TimerHandle] = {}
+        self._suspects: dict[str, dict[Ref, str]] = {kind: {} for kind in KINDS}
         self._handlers = {
             IPPOOLS: reconcile_ippool,
             VMNETCFGS: reconcile_vmnetcfg,
@@ -97,29 +104,82 @@ class Controller:
                 self.queue.add((NADS, *ref))
         else:
             self.queue.add((kind, *ref))
+            if kind == VMNETCFGS and event_type == "DELETED":
+                self.queue.add((VMS, *ref))  # a VM still there gets a new one
+        if event_type is None and kind in WATCHED_BY_KOPF:
+            self._listing_seen(kind)
 
-    def confirm(self, kind: str, object_uid: str) -> None:
-        """A watch's initial listing shows this object (see `ObjectStore.confirm`)."""
-        self.store.confirm(kind, object_uid)
+    def _listing_seen(self, kind: str) -> None:
+        """kopf delivers the objects of a listing (its first, or a relist after 410 Gone)
+        but never says which ones vanished meanwhile: once its listing events pause,
+        what the store holds and a list of ours lacks is read, and released if gone."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        timer = self._listing_timers.pop(kind, None)
+        if timer is not None:
+            timer.cancel()
+        self._listing_timers[kind] = loop.call_later(LISTING_QUIET, self._drop_vanished, kind)
 
-    def listings_complete(self) -> None:
-        """Every kopf watch has finished its initial listing: what the start-up list had
-        and those listings did not was deleted in between; release it now."""
-        for kind, body in self.store.sweep_unconfirmed(WATCHED_BY_KOPF):
-            log.warning("%s %s/%s was deleted while the controller started", kind, *ref_of(body))
-            self.observe(kind, "DELETED", body)
+    def _drop_vanished(self, kind: str) -> None:
+        self._listing_timers.pop(kind, None)
+        task = asyncio.ensure_future(self._vanished(kind))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _vanished(self, kind: str) -> None:
+        try:
+            listed = {ref_of(body) for body in (await self._list(kind)).get("items") or []}
+            for ref, body in self.store.items(kind):
+                if ref in listed:
+                    continue
+                current = await self._read(kind, ref)
+                if current is None or current["metadata"].get("uid") != meta(body).get("uid"):
+                    log.warning("%s %s/%s was deleted unwatched", kind, *ref)
+                    self.observe(kind, "DELETED", body)
+        except ApiError as exc:  # the resync is the next chance
+            log.warning("%s: cannot check for objects deleted unwatched: %s", kind, exc)
+
+    def on_list(self, kind: str, listing: Body, first: bool) -> None:
+        """An informer's listing. The first fills the store, in order with the events
+        that follow it (the watch goes on from its resourceVersion, so nothing falls
+        between the two). A later one comes after the watch expired: the truth as of its
+        version, it settles at once what the store disagrees on (reading each object)."""
+        if first:
+            for body in listing.get("items") or []:
+                self.observe(kind, None, body)
+            self.listed.setdefault(kind, asyncio.Event()).set()
+            return
+        task = asyncio.ensure_future(self._settle(kind, listing))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle(self, kind: str, listing: Body) -> None:
+        try:
+            await self.correct(kind, listing, authoritative=True)
+        except ApiError as exc:  # the next relist or resync tries again
+            log.warning("%s: cannot settle a relist: %s", kind, exc)
+
+    async def listed_once(self, kinds: tuple[str, ...]) -> None:
+        """Wait until the informers of `kinds` have delivered their first listing."""
+        for kind in kinds:
+            await self.listed.setdefault(kind, asyncio.Event()).wait()
 
     # -- start-up --------------------------------------------------------------------------
 
     async def rebuild(self) -> None:
-        """Load every IPPool and vmnetcfg and rebuild the IPAM before any allocation:
-        vmnetcfg statuses first (each is what one VM holds), then IPPool statuses; every
-        claim that cannot be honoured is reported, never resolved silently."""
+        """List every IPPool and vmnetcfg (as their informers' first listings do) and
+        build the IPAM from them; for tests and tools that run no informer."""
+        for kind in LOADED_AT_START:
+            self.on_list(kind, await self.kube.list_objects(*RESOURCES[kind]), True)
+        self.build_ipam()
+
+    def build_ipam(self) -> None:
+        """Build the IPAM from the store before any allocation: vmnetcfg statuses first
+        (each is what one VM holds), then IPPool statuses; every claim that cannot be
+        honoured is reported, never resolved silently."""
         began = time.monotonic()
-        for kind in (IPPOOLS, VMNETCFGS):
-            for body in (await self.kube.list_objects(*RESOURCES[kind])).get("items", []):
-                self.store.observe(kind, None, body)
-        self.store.expect_confirmation()
         for ref, body in sorted(self.store.items(IPPOOLS)):
             if not meta(body).get("deletionTimestamp"):
                 build_pool(self.ctx, ref, body)
@@ -196,9 +256,13 @@ class Controller:
             total += await self.correct(kind, listing)
         return total
 
-    async def correct(self, kind: str, listing: Body, initial: bool = False) -> int:
+    async def correct(
+        self, kind: str, listing: Body, initial: bool = False, authoritative: bool = False
+    ) -> int:
         """Bring the store of `kind` in line with a fresh list of it. An `initial` list
-        (a watch's first) fills the store: nothing in it is a correction."""
+        (a watch's first) fills the store: nothing in it is a correction. An
+        `authoritative` one (a relist by the watch itself) is settled at once; otherwise
+        only what disagreed in the previous round too (see `resync`)."""
         if initial:
             for body in listing.get("items") or []:
                 self.observe(kind, None, body)
@@ -209,7 +273,7 @@ class Controller:
             listing,
             lambda ref: self._read(kind, ref),
             lambda event_type, body: self.observe(kind, event_type, body),
-            self._suspects[kind],
+            None if authoritative else self._suspects[kind],
         )
         for what, count in made.items():
             if count:

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from vmdhcp.api import IPPool, NetworkConfigState
 from vmdhcp.controller import agents
 from vmdhcp.controller.allocator import Claim, Ref, mac_or_none
-from vmdhcp.controller.conditions import OK, error, set_condition
+from vmdhcp.controller.conditions import error, flag, ok, set_condition
 from vmdhcp.controller.context import IPPOOLS, VMNETCFGS, VMS, Context
 from vmdhcp.controller.store import Body, meta
 from vmdhcp.validation.errors import Operation
@@ -118,6 +118,7 @@ def forget_pool(ctx: Context, ref: Ref) -> None:
     second pool on the network) is reconciled again and may take it."""
     served = [n for n in ctx.allocator.pool_of_network if ctx.allocator.holder(n) == ref]
     ctx.status_writes.cancel((IPPOOLS, *ref))
+    ctx.status_due.discard((IPPOOLS, *ref))
     ctx.apply(ctx.allocator.forget_pool(ref))
     ctx.metrics.remove_pool(f"{ref[0]}/{ref[1]}")
     for other, body in ctx.store.items(IPPOOLS):
@@ -132,9 +133,16 @@ def conditions_of(
     conditions: list[dict[str, Any]] = list(status.get("conditions") or [])
     paused = bool((body.get("spec") or {}).get("paused"))
     disabled = f"ippool {ref[0]}/{ref[1]} was administratively disabled"
-    cache_ready = error(problem) if problem is not None else error(disabled) if paused else OK
-    conditions = set_condition(conditions, "CacheReady", *cache_ready, now=now)
-    conditions = set_condition(conditions, "Stopped", paused, now=now)
+    generation = meta(body).get("generation")
+    cache_ready = (
+        error(problem) if problem is not None else error(disabled) if paused else ok("PoolBuilt")
+    )
+    conditions = set_condition(
+        conditions, "CacheReady", *cache_ready, now=now, generation=generation
+    )
+    conditions = set_condition(
+        conditions, "Stopped", *flag(paused, "Paused", "Serving"), now=now, generation=generation
+    )
     found = ctx.allocator.conflicts.get(ref)
     had = any(c.get("type") == "Conflicts" for c in conditions)
     if found is not None and (found or had):
@@ -145,9 +153,10 @@ def conditions_of(
             conditions,
             "Conflicts",
             bool(found),
-            "RestoreConflict" if found else "",
+            "RestoreConflict" if found else "NoConflict",
             summary[:1024],
             now=now,
+            generation=generation,
         )
     return conditions
 
@@ -155,8 +164,8 @@ def conditions_of(
 def allocation_patch(ctx: Context, ref: Ref, body: Body, now: str) -> Body:
     """The status fields that differ from what the allocator holds for the pool."""
     network = network_of(body)
-    if ctx.allocator.holder(network) != ref or ctx.status_writes.is_pending((IPPOOLS, *ref)):
-        return {}  # not ours, or more changes are gathering: written when they pause
+    if ctx.allocator.holder(network) != ref or ctx.status_may_wait(ref):
+        return {}  # not ours, or more changes are gathering (see Context.status_may_wait)
     snapshot = ctx.allocator.ipam.snapshot(network)
     ctx.metrics.set_pool(
         f"{ref[0]}/{ref[1]}", str(snapshot.network), network, snapshot.used, snapshot.available
@@ -212,14 +221,21 @@ async def reconcile_ippool(ctx: Context, ref: Ref) -> None:
         agent_ref = None
         registered = agent_ready = error(reason)
     elif ctx.config.no_agent:
-        registered = agent_ready = OK
+        registered = agent_ready = ok("AgentsDisabled")
     else:
         await agents.label_nad(ctx, ref, network)
         registered, agent_ready, agent_ref = await agents.ensure_agent(ctx, ref, body, network)
-    conditions = set_condition(conditions, "Registered", *registered, now=now)
-    conditions = set_condition(conditions, "AgentReady", *agent_ready, now=now)
+    generation = meta(body).get("generation")
+    conditions = set_condition(
+        conditions, "Registered", *registered, now=now, generation=generation
+    )
+    conditions = set_condition(
+        conditions, "AgentReady", *agent_ready, now=now, generation=generation
+    )
 
     patch: Body = {}
+    if generation is not None and status.get("observedGeneration") != generation:
+        patch["observedGeneration"] = generation
     if conditions != (status.get("conditions") or []):
         patch["conditions"] = conditions
     if agent_ref != status.get("agentPodRef"):

@@ -42,24 +42,36 @@ def differences(store: ObjectStore, kind: str, listing: Body) -> list[Ref]:
     return found
 
 
+def _state(store: ObjectStore, kind: str, ref: Ref) -> str:
+    body = store.get(kind, ref)
+    return f"{uid(body)}/{rv(body)}" if body is not None else ""
+
+
 async def correct(
     store: ObjectStore,
     kind: str,
     listing: Body,
     read: Read,
     observe: Observe,
-    suspects: set[Ref],
-) -> tuple[dict[str, int], set[Ref]]:
-    """Bring the store in line with the API server where `listing` disagrees with it, for
-    the objects that already disagreed in the previous round (`suspects`): a watch event
-    in flight while the list was taken makes a disagreement that the watch itself settles
-    within moments, and must not count as a correction. Returns the corrections made, by
-    kind of correction (deleted, added, modified), and the new suspects."""
+    suspects: dict[Ref, str] | None,
+) -> tuple[dict[str, int], dict[Ref, str]]:
+    """Bring the store in line with the API server where `listing` disagrees with it.
+    With `suspects` (a periodic resync), only where the previous round disagreed too and
+    the store has not moved since: a watch event in flight while a list was taken makes
+    a disagreement that the watch itself settles within moments, which must not count as
+    a correction. None (a relist after the watch expired): everything, now. Returns the
+    corrections made, by kind (deleted, added, modified), and the new suspects."""
     made = {"deleted": 0, "added": 0, "modified": 0}
     found = differences(store, kind, listing)
-    confirmed = [ref for ref in found if ref in suspects]
+    confirmed = [
+        ref
+        for ref in found
+        if suspects is None or suspects.get(ref, "-") == _state(store, kind, ref)
+    ]
     if len(confirmed) > MAX_READS:
         log.info("resync: %d %s objects differ; reading %d now", len(confirmed), kind, MAX_READS)
+    read_now = set(confirmed[:MAX_READS])
+    suspected = {ref: _state(store, kind, ref) for ref in found if ref not in read_now}
     for ref in confirmed[:MAX_READS]:
         try:
             current = await read(ref)
@@ -83,4 +95,4 @@ async def correct(
         else:
             continue
         observe("MODIFIED", current)
-    return made, set(found) - set(confirmed[:MAX_READS])
+    return made, suspected

@@ -9,9 +9,6 @@ Rules it keeps, so that no distributed rule depends on the caller remembering it
 - A write's answer is taken only while the store still holds the very version the write
   was computed from: it is then certainly newer. Otherwise the watch has moved on and
   will bring the truth itself.
-- Objects loaded before the watches started are "unconfirmed" until the watch's own
-  initial listing shows them; `sweep_unconfirmed` then returns those it did not show:
-  they were deleted between the two listings, and no watch will ever say so.
 """
 
 from __future__ import annotations
@@ -50,7 +47,6 @@ class ObjectStore:
         self._objects: dict[str, dict[Ref, Body]] = {kind: {} for kind in kinds}
         self._gone: OrderedDict[str, None] = OrderedDict()
         self._limit = tombstones
-        self._unconfirmed: dict[str, set[str]] | None = None
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -79,7 +75,6 @@ class ObjectStore:
         ignored (a late event of an object whose deletion was already seen)."""
         ref, object_uid = ref_of(body), uid(body)
         cache = self._objects[kind]
-        self._confirm(kind, object_uid)
         if event_type == "DELETED":
             if object_uid:
                 self._bury(object_uid)
@@ -119,38 +114,3 @@ class ObjectStore:
         self._gone.move_to_end(object_uid)
         while len(self._gone) > self._limit:
             self._gone.popitem(last=False)
-
-    # -- the gap between the start-up list and the watches -----------------------------------
-
-    def expect_confirmation(self) -> None:
-        """Everything stored now must be shown again by the watches' initial listings."""
-        self._unconfirmed = {
-            kind: {uid(body) for body in cache.values() if uid(body)}
-            for kind, cache in self._objects.items()
-        }
-
-    def confirm(self, kind: str, object_uid: str) -> None:
-        self._confirm(kind, object_uid)
-
-    def _confirm(self, kind: str, object_uid: str) -> None:
-        if self._unconfirmed is not None:
-            self._unconfirmed.get(kind, set()).discard(object_uid)
-
-    def sweep_unconfirmed(self, kinds: Iterable[str]) -> list[tuple[str, Body]]:
-        """Call once every watch of `kinds` has finished its initial listing: the objects
-        of those kinds that the listings did not show, as (kind, last body); the store no
-        longer expects confirmations afterwards."""
-        if self._unconfirmed is None:
-            return []
-        vanished = []
-        for kind in kinds:
-            missing = self._unconfirmed.get(kind, set())
-            for body in list(self._objects[kind].values()):
-                if uid(body) in missing:
-                    vanished.append((kind, body))
-        self._unconfirmed = None
-        return vanished
-
-    @property
-    def awaiting_confirmation(self) -> bool:
-        return self._unconfirmed is not None

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from vmdhcp.api import NetworkConfigState, VirtualMachineNetworkConfig
 from vmdhcp.controller.allocator import Ref
-from vmdhcp.controller.conditions import OK, error, set_condition
+from vmdhcp.controller.conditions import error, flag, ok, set_condition
 from vmdhcp.controller.context import RETRY_SECONDS, VMNETCFGS, Context
 from vmdhcp.controller.store import Body, meta
 from vmdhcp.mac import InvalidMac
@@ -29,6 +29,9 @@ async def _write_status(
 ) -> None:
     status: Body = body.get("status") or {}
     patch: Body = {}
+    generation = meta(body).get("generation")
+    if generation is not None and status.get("observedGeneration") != generation:
+        patch["observedGeneration"] = generation
     if conditions != (status.get("conditions") or []):
         patch["conditions"] = conditions
     if entries is not None and entries != (status.get("networkConfigs") or []):
@@ -88,6 +91,7 @@ async def reconcile_vmnetcfg(ctx: Context, ref: Ref) -> None:
     status: Body = body.get("status") or {}
     conditions: list[dict[str, Any]] = list(status.get("conditions") or [])
     now = ctx.now()
+    generation = meta(body).get("generation")
     try:
         cfg = VirtualMachineNetworkConfig.model_validate(body)
         wanted = [
@@ -96,7 +100,9 @@ async def reconcile_vmnetcfg(ctx: Context, ref: Ref) -> None:
         ]
     except (ValidationError, InvalidMac) as exc:
         message = str(exc).splitlines()[0]
-        conditions = set_condition(conditions, "Allocated", *error(message), now=now)
+        conditions = set_condition(
+            conditions, "Allocated", *error(message), now=now, generation=generation
+        )
         await _write_status(ctx, body, conditions, status.get("networkConfigs"))
         return
     if cfg.spec.paused:
@@ -106,9 +112,15 @@ async def reconcile_vmnetcfg(ctx: Context, ref: Ref) -> None:
             for entry in status.get("networkConfigs") or []
         ]
         disabled = f"vmnetcfg {name} was administratively disabled"
-        conditions = set_condition(conditions, "Allocated", *error(disabled), now=now)
-        conditions = set_condition(conditions, "Disabled", True, now=now)
-        conditions = set_condition(conditions, "InSynced", True, now=now)
+        conditions = set_condition(
+            conditions, "Allocated", *error(disabled), now=now, generation=generation
+        )
+        conditions = set_condition(
+            conditions, "Disabled", *flag(True, "Paused", ""), now=now, generation=generation
+        )
+        conditions = set_condition(
+            conditions, "InSynced", *ok("InSync"), now=now, generation=generation
+        )
         await _write_status(ctx, body, conditions, entries)
         return
     # what it held but no longer asks for
@@ -120,10 +132,14 @@ async def reconcile_vmnetcfg(ctx: Context, ref: Ref) -> None:
     entries, problems = _allocate(ctx, ref, body, wanted, previous)
     if not wanted:
         problems.append(f"no network configs found for vmnetcfg {name}")
-    allocated = error("; ".join(problems)) if problems else OK
-    conditions = set_condition(conditions, "Allocated", *allocated, now=now)
-    conditions = set_condition(conditions, "Disabled", False, now=now)
-    conditions = set_condition(conditions, "InSynced", True, now=now)
+    allocated = error("; ".join(problems)) if problems else ok("Allocated")
+    conditions = set_condition(conditions, "Allocated", *allocated, now=now, generation=generation)
+    conditions = set_condition(
+        conditions, "Disabled", *flag(False, "", "Active"), now=now, generation=generation
+    )
+    conditions = set_condition(
+        conditions, "InSynced", *ok("InSync"), now=now, generation=generation
+    )
     await _write_status(ctx, body, conditions, entries)
     ctx.metrics.set_vmnetcfg(
         name,

@@ -105,8 +105,20 @@ async def reconcile_vm(ctx: Context, ref: Ref) -> None:
     if existing is None:
         if await ctx.create(VMNETCFGS, new_vmnetcfg(ref, vm, desired)) is not None:
             ctx.queue.add((VMNETCFGS, *ref))
-    elif ((existing.get("spec") or {}).get("networkConfigs") or []) != desired:
+        return
+    if meta(existing).get("deletionTimestamp"):
+        return  # its deletion queues the VM again, which then gets a new one
+    patch: Body = {}
+    if ((existing.get("spec") or {}).get("networkConfigs") or []) != desired:
+        patch["spec"] = {"networkConfigs": desired}
+    references = meta(existing).get("ownerReferences") or []
+    ours = new_vmnetcfg(ref, vm, desired)["metadata"]["ownerReferences"]
+    if owned_by(existing, None, ref[1]) and references != ours:
+        # the VM was deleted and created again under its name: owned by the old uid, the
+        # garbage collector would delete the vmnetcfg of the new VM
+        patch["metadata"] = {"ownerReferences": ours}
+    if patch:
         # with the resourceVersion we computed from: a user's edit made meanwhile (an
         # ipAddress) makes this a conflict, and the next try keeps it
-        await ctx.patch(VMNETCFGS, existing, {"spec": {"networkConfigs": desired}})
+        await ctx.patch(VMNETCFGS, existing, patch)
         ctx.queue.add((VMNETCFGS, *ref))

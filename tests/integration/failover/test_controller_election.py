@@ -178,7 +178,7 @@ def test_a_leader_cut_off_stops_before_the_standby_takes_over(
 
         wait_for(progress, 30, "the leader to stop and the standby to take over", interval=0.02)
         assert stopped[0] < taken[0], (stopped[0] - frozen, taken[0] - frozen)
-        assert stopped[0] - frozen <= 4 + 0.5  # within the renew deadline
+        assert stopped[0] - frozen <= 4 + 1.0  # within the renew deadline (and log polling)
         assert taken[0] - stopped[0] >= 1.0  # lease 6 - deadline 4, less polling and latency
         leader.process.wait(timeout=15)  # it exits when it stops leading (upstream does too)
         assert leader.process.returncode == 1

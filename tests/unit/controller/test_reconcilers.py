@@ -136,7 +136,7 @@ async def settle(
     debounced IPPool status writes; and, if given, until `until()` holds (say, a retry
     after its backoff). Then let the fire-and-forget Events reach the fake."""
     loop = asyncio.get_running_loop()
-    deadline, steps = loop.time() + 5.0, 0
+    deadline, steps = loop.time() + 20.0, 0
     while True:
         for event_type, kind, body in fake.take_changes():
             controller.observe(kind, event_type, body)
@@ -162,11 +162,11 @@ async def step(controller: Controller, fake: FakeKube) -> tuple[str, str, str]:
 
 
 async def start_watches(controller: Controller, fake: FakeKube) -> None:
-    """The watches' initial listings reach the controller (after its `rebuild`)."""
-    for kind in (NADS, IPPOOLS, VMNETCFGS, VMS, PODS):
+    """The other watches' initial listings reach the controller (`rebuild` was the first
+    listing of IPPools and vmnetcfgs)."""
+    for kind in (NADS, VMS, PODS):
         listing = {"items": [fake.get(kind, ref) for ref in list(fake.objects[kind])]}
-        await controller.correct(kind, listing, initial=True)
-    controller.listings_complete()
+        controller.on_list(kind, listing, True)
     await settle(controller, fake)
 
 
@@ -675,3 +675,63 @@ async def test_a_refused_static_address_leaks_nothing_across_a_restart(
     await settle(restarted, fake)
     assert fake.get(VMNETCFGS, (NS, "s")) is None
     assert allocated(fake) == {}
+
+
+# -- found in review -----------------------------------------------------------------------
+
+
+async def test_a_vm_deleted_and_created_again_under_its_name_owns_its_vmnetcfg(
+    fake: FakeKube, served: Controller
+) -> None:
+    await vm_with_address(served, fake, "vm-r", MAC_A)
+    fake.user_delete(VMS, (NS, "vm-r"))
+    again = fake.user_create(VMS, vm_body("vm-r", MAC_A))  # both events reach one reconcile
+    await settle(served, fake)
+    references = obj(fake, VMNETCFGS, "vm-r")["metadata"]["ownerReferences"]
+    assert [r["uid"] for r in references] == [again["metadata"]["uid"]]
+    assert addresses(fake, "vm-r") == [(MAC_A, "192.168.48.82", "Allocated")]
+
+
+async def test_a_vm_deleted_while_kopf_relisted_is_noticed_when_the_listing_pauses(
+    fake: FakeKube, served: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vmdhcp.controller import engine
+
+    monkeypatch.setattr(engine, "LISTING_QUIET", 0.01)
+    await vm_with_address(served, fake, "vm-x", MAC_A)
+    await vm_with_address(served, fake, "vm-y", MAC_B)
+    fake.user_delete(VMS, (NS, "vm-x"))
+    fake.take_changes()  # the watch broke: its DELETED event is lost; kopf lists again
+    served.observe(VMS, None, obj(fake, VMS, "vm-y"))
+    await settle(served, fake, until=lambda: fake.get(VMNETCFGS, (NS, "vm-x")) is None)
+    assert served.store.get(VMS, (NS, "vm-x")) is None
+    assert allocated(fake) == {"192.168.48.83": MAC_B}
+
+
+async def test_a_pool_status_called_for_is_written_even_while_allocations_go_on(
+    fake: FakeKube, served: Controller
+) -> None:
+    """Each allocation re-arms the debouncer, so in a burst it is never quiet; once its
+    maximum delay calls for a write, the pool's next reconcile writes, even if another
+    allocation came in between (the agent serves what the status lists)."""
+    await vm_with_address(served, fake, "vm-a", MAC_A)  # settled: status written
+    fake.user_create(VMNETCFGS, cfg_body("b", MAC_B))
+    for event_type, kind, body in fake.take_changes():
+        served.observe(kind, event_type, body)
+    await served.reconcile(await served.queue.get())  # b allocated: a write is gathering
+    key = (IPPOOLS, NS, "net-48")
+    assert served.ctx.status_writes.is_pending(key)
+    served.ctx.status_writes._due(key)  # its timer fires (maximum delay): the pool queued
+    fake.user_create(VMNETCFGS, cfg_body("c", MAC_C))  # and the burst goes on
+    for event_type, kind, body in fake.take_changes():
+        served.observe(kind, event_type, body)
+    await served.reconcile((VMNETCFGS, NS, "c"))
+    assert served.ctx.status_writes.is_pending(key)
+    while (queued := await served.queue.get()) != key:
+        served.queue.done(queued)
+    await served.reconcile(key)
+    assert allocated(fake) == {
+        "192.168.48.82": MAC_A,
+        "192.168.48.83": MAC_B,
+        "192.168.48.84": MAC_C,
+    }

@@ -1,5 +1,5 @@
 """The controller's object store: last event wins, deletions are final per uid, a write's
-answer is taken only over the version it was computed from, and the start-up sweep."""
+answer is taken only over the version it was computed from."""
 
 from __future__ import annotations
 
@@ -73,19 +73,3 @@ def test_tombstones_are_bounded() -> None:
     for n in range(10):
         store.observe(KIND, "DELETED", obj(f"o{n}", f"u{n}", "1"))
     assert [store.is_gone(f"u{n}") for n in range(10)] == [False] * 7 + [True] * 3
-
-
-def test_the_sweep_returns_what_the_watches_initial_listings_did_not_show() -> None:
-    store = ObjectStore([KIND, "ippool"])
-    for name in ("shown", "gone", "deleted-by-event"):
-        store.observe(KIND, None, obj(name, f"u-{name}", "1"))
-    store.observe("ippool", None, obj("pool", "u-pool", "1"))
-    store.expect_confirmation()
-    assert store.awaiting_confirmation
-    store.confirm(KIND, "u-shown")
-    store.observe(KIND, "DELETED", obj("deleted-by-event", "u-deleted-by-event", "2"))
-    store.observe(KIND, "ADDED", obj("new", "u-new", "3"))  # after the start: not expected
-    vanished = store.sweep_unconfirmed([KIND])
-    assert [(kind, body["metadata"]["name"]) for kind, body in vanished] == [(KIND, "gone")]
-    assert not store.awaiting_confirmation
-    assert store.sweep_unconfirmed([KIND]) == []
