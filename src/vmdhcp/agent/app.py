@@ -17,6 +17,7 @@ from vmdhcp.agent.config import AgentConfig
 from vmdhcp.agent.events import EventPoster
 from vmdhcp.agent.http import HttpServer
 from vmdhcp.agent.kubeapi import Connection
+from vmdhcp.agent.leading import Leadership
 from vmdhcp.agent.metrics import AgentMetrics
 from vmdhcp.agent.replies import Outgoing, udp_address
 from vmdhcp.agent.sources import FileSource, KubernetesSource
@@ -59,6 +60,8 @@ class Agent:
         """When the event loop last ran (see `health_problem`)."""
         self._ingress: dict[tuple[str, int], Ingress] = {}
         """Source (address, port) -> its Ingress; only the packet thread uses it."""
+        self.leadership: Leadership | None = None
+        """With --leader-election: answers only while it leads."""
 
     # -- health, readiness and views -----------------------------------------------------
 
@@ -98,6 +101,9 @@ class Agent:
         """Decide what to answer to `data`, received from `source` (address, port)."""
         metrics = self.metrics
         state = self.state
+        if self.leadership is not None and not self.leadership.serving():
+            metrics.dropped_by_reason["standby"].inc()
+            return None
         if state is not None and not self.trace:
             hit = state.replies.recall(data, source)
             if hit is not None:
@@ -204,6 +210,8 @@ class Agent:
             log.warning("ippool %s: %s", self.config.ippool_ref, problem)
         if previous is None or previous.config != state.config or previous.leases != state.leases:
             log.info("serving ippool %s: %s", self.config.ippool_ref, state.describe())
+        if self.leadership is not None:
+            await self.leadership.pool_changed(state.config)
 
     async def _resolve_ntp(self, names: tuple[str, ...]) -> dict[str, tuple[IPv4Address, ...]]:
         loop = asyncio.get_running_loop()
@@ -286,11 +294,26 @@ async def run(config: AgentConfig) -> int:
         )
     if isinstance(source, KubernetesSource):
         component = config.name or "vm-dhcp-agent"
+        if config.leader_election:
+            agent.leadership = Leadership(
+                config.nic,
+                config.namespace,
+                config.name,
+                (source.namespace, source.name),
+                agent.metrics,
+                dry_run=config.dry_run,
+            )
+        else:
+            agent.metrics.leader.set(1)
 
-        def attach_events(api: Connection) -> None:
+        def attach_client(api: Connection) -> None:
             agent.events = EventPoster(api, source.namespace, source.name, component)
+            if agent.leadership is not None:
+                agent.leadership.start(api)
 
-        source.on_client = attach_events
+        source.on_client = attach_client
+    else:
+        agent.metrics.leader.set(1)
 
     async def beat() -> None:
         while True:
@@ -305,7 +328,10 @@ async def run(config: AgentConfig) -> int:
     if source_task in done:
         log.error("ippool source failed: %s", source_task.exception())
         rc = 1
-    # Stop answering first, then stop reading the pool, then the HTTP server.
+    # Stop answering first (a leader drops its address and releases the Lease, so that a
+    # standby takes over at once), then stop reading the pool, then the HTTP server.
+    if agent.leadership is not None:
+        await agent.leadership.stop()
     if agent.protocol is not None:
         agent.protocol.close()
     for task in (source_task, stop_task, heartbeat):

@@ -47,6 +47,10 @@ class AgentConfig:
     file_poll_interval: float = 0.5
     reply_cache_size: int = DEFAULT_CAPACITY
     """Replies remembered per IPPool version for byte-identical requests (0: none)."""
+    leader_election: bool = False
+    """Replicas of this pool's agent: only the one holding the pool's Lease serves."""
+    namespace: str = ""
+    """Where that Lease lives (the agent pod's namespace)."""
 
     @property
     def ippool_ref(self) -> str:
@@ -69,7 +73,22 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         prog="vm-dhcp-agent",
         description="DHCP server of one IPPool, serving the leases the controller allocated.",
     )
-    p.add_argument("--name", default=env.get("VM_DHCP_AGENT_NAME", ""), help="instance name")
+    p.add_argument(
+        "--name",
+        default=env.get("VM_DHCP_AGENT_NAME") or env.get("POD_NAME", ""),
+        help="instance name, and identity in the leader election (env POD_NAME)",
+    )
+    p.add_argument(
+        "--leader-election",
+        action="store_true",
+        default=_truthy(env.get("VM_DHCP_AGENT_LEADER_ELECTION")),
+        help="one of several replicas: serve only while holding the pool's Lease",
+    )
+    p.add_argument(
+        "--namespace",
+        default=env.get("POD_NAMESPACE", ""),
+        help="where the pool's Lease lives (env POD_NAMESPACE)",
+    )
     p.add_argument(
         "--kubeconfig", default=env.get("KUBECONFIG"), help="kubeconfig (in-cluster if absent)"
     )
@@ -144,6 +163,13 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> AgentConfig:
         )
     if not args.nic or len(args.nic) > 15 or "/" in args.nic:
         raise ConfigError(f"--nic {args.nic!r} is not an interface name")
+    if args.leader_election:
+        if args.ippool_file is not None:
+            raise ConfigError("--leader-election needs --ippool-ref (the Lease is in Kubernetes)")
+        if not args.namespace or not args.name:
+            raise ConfigError(
+                "--leader-election needs --namespace (POD_NAMESPACE) and --name (POD_NAME)"
+            )
     level = "TRACE" if args.trace else "DEBUG" if args.debug else "INFO"
     return AgentConfig(
         name=args.name,
@@ -159,4 +185,6 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> AgentConfig:
         http_port=args.http_port,
         log_level=level,
         reply_cache_size=args.reply_cache_size,
+        leader_election=args.leader_election,
+        namespace=args.namespace,
     )

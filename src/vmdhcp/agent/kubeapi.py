@@ -11,6 +11,7 @@ plugins are refused with a clear error (the controller, which uses the library, 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import json
@@ -228,3 +229,38 @@ def _load_client_pair(tls: ssl.SSLContext, cert: bytes, key: bytes) -> None:
             target.touch(mode=0o600)
             target.write_bytes(data)
         tls.load_cert_chain(str(cert_file), str(key_file))
+
+
+class LeaseApi:
+    """The three Lease calls of `vmdhcp.election.LeaseClient`, on this client (each in a
+    thread, with a short timeout: the elector retries every few seconds)."""
+
+    def __init__(self, connection: Connection, timeout: float = 5.0) -> None:
+        self.connection = connection
+        self.timeout = timeout
+
+    @staticmethod
+    def _path(namespace: str, name: str = "") -> str:
+        base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return f"{base}/{name}" if name else base
+
+    async def read_lease(self, namespace: str, name: str) -> dict[str, Any]:
+        return await asyncio.to_thread(
+            self.connection.request, "GET", self._path(namespace, name), timeout=self.timeout
+        )
+
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await asyncio.to_thread(
+            self.connection.request, "POST", self._path(namespace), body=body, timeout=self.timeout
+        )
+
+    async def replace_lease(
+        self, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await asyncio.to_thread(
+            self.connection.request,
+            "PUT",
+            self._path(namespace, name),
+            body=body,
+            timeout=self.timeout,
+        )

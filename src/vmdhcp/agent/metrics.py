@@ -21,7 +21,7 @@ from vmdhcp.dhcp import DropReason, MessageType
 
 MESSAGE_TYPES = {int(t): t.name.lower() for t in MessageType}
 REPLY_TYPES = ("offer", "ack", "nak")
-EXTRA_DROP_REASONS = ("not_ready", "internal_error")
+EXTRA_DROP_REASONS = ("not_ready", "internal_error", "standby")
 """Drops decided by the agent rather than the protocol core: no pool loaded yet, or a bug."""
 REPLY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05)
 
@@ -140,6 +140,16 @@ class AgentMetrics:
         )
         for result in ("ok", "error"):
             self.reloads.labels(result)
+        self.leader = Gauge(
+            "vmdhcp_agent_leader",
+            "1 while this agent serves its pool (it leads; always 1 without leader election)",
+            registry=r,
+        )
+        self.leader_transitions = Counter(
+            "vmdhcp_agent_leader_transitions",
+            "Times this agent started or stopped serving its pool",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

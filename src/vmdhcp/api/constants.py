@@ -1,6 +1,7 @@
 """Names shared with upstream vm-dhcp-controller; changing any of them breaks existing
 clusters, scripts and dashboards."""
 
+import hashlib
 from enum import StrEnum
 from typing import Final
 
@@ -68,3 +69,13 @@ class ConditionStatus(StrEnum):
     TRUE = "True"
     FALSE = "False"
     UNKNOWN = "Unknown"
+
+
+def agent_lease_name(pool_namespace: str, pool_name: str) -> str:
+    """The coordination.k8s.io Lease the agents of one IPPool contend for (in the agent
+    namespace): `vm-dhcp-agent-<ns>-<name>`, cut and hashed to stay a valid name."""
+    full = f"vm-dhcp-agent-{pool_namespace}-{pool_name}"
+    if len(full) <= 63:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    return f"{full[:54].rstrip('-.')}-{digest}"

@@ -1,0 +1,83 @@
+"""The serving agent's address: the pool's serverIP put on the NIC when it starts leading,
+announced with gratuitous ARP (keepalived and MetalLB do the same) so that clients and
+switches move to it at once, and removed when it stops, before another agent may lead."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from ipaddress import IPv4Address, IPv4Interface
+
+log = logging.getLogger("vmdhcp.agent")
+
+BROADCAST_MAC = b"\xff" * 6
+ETHERTYPE_ARP = 0x0806
+ANNOUNCEMENTS = 3
+ANNOUNCE_INTERVAL = 0.2
+
+
+def gratuitous_arp(mac: bytes, address: IPv4Address) -> bytes:
+    """An Ethernet frame with an ARP request for our own address (RFC 5227's
+    announcement): every host on the segment updates its cache entry for `address`."""
+    ip = address.packed
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + ip + b"\x00" * 6 + ip
+    return BROADCAST_MAC + mac + struct.pack("!H", ETHERTYPE_ARP) + arp
+
+
+async def _ip(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        "ip", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await process.communicate()
+    return process.returncode or 0, err.decode(errors="replace").strip()
+
+
+class ServerAddress:
+    """Holds `interface` (serverIP/prefix) on `nic` while leading."""
+
+    def __init__(self, nic: str) -> None:
+        self.nic = nic
+        self.held: IPv4Interface | None = None
+
+    async def hold(self, interface: IPv4Interface, mac: bytes | None) -> None:
+        if self.held == interface:
+            return
+        await self.drop()
+        code, err = await _ip("-4", "address", "add", str(interface), "dev", self.nic)
+        if code and "File exists" not in err:
+            log.error("cannot put %s on %s: %s", interface, self.nic, err)
+            return
+        self.held = interface
+        log.info("serving address %s on %s", interface, self.nic)
+        if mac is not None:
+            await self.announce(interface.ip, mac)
+
+    async def announce(self, address: IPv4Address, mac: bytes) -> None:
+        frame = gratuitous_arp(mac, address)
+        try:
+            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as raw:
+                raw.bind((self.nic, ETHERTYPE_ARP))
+                for n in range(ANNOUNCEMENTS):
+                    raw.send(frame)
+                    if n + 1 < ANNOUNCEMENTS:
+                        await asyncio.sleep(ANNOUNCE_INTERVAL)
+        except OSError as exc:
+            log.warning("cannot announce %s on %s: %s", address, self.nic, exc)
+
+    async def clear(self, interface: IPv4Interface) -> None:
+        """Make sure `interface` is not on the NIC, whoever put it there."""
+        code, _ = await _ip("-4", "address", "del", str(interface), "dev", self.nic)
+        if code == 0:
+            log.warning("removed %s from %s: a standby must not hold it", interface, self.nic)
+
+    async def drop(self) -> None:
+        if self.held is None:
+            return
+        held, self.held = self.held, None
+        code, err = await _ip("-4", "address", "del", str(held), "dev", self.nic)
+        if code and "Cannot assign" not in err:
+            log.error("cannot remove %s from %s: %s", held, self.nic, err)
+        else:
+            log.info("no longer holding %s on %s", held, self.nic)
