@@ -85,6 +85,7 @@ class LeaderElector:
         self._observed_time = 0.0
         self._leading = False
         self._releasing = False
+        self._nudged = asyncio.Event()
         self._renewed_at = 0.0  # start of the last successful acquire or renew attempt
         self.leading_since: float | None = None
         """Monotonic time at which we last became leader; None while not leading."""
@@ -126,11 +127,26 @@ class LeaderElector:
         timeout must not exceed, so that no write of ours lands after a standby took over."""
         return max(0.0, self._time_left()) if self.is_leader() else 0.0
 
+    def nudge(self) -> None:
+        """The Lease changed (a watch saw it): a candidate tries now instead of at the end
+        of its retry period, so a released Lease is taken within moments. The rules of
+        taking it are unchanged; only the moment of looking is."""
+        self._nudged.set()
+
     async def acquire(self) -> None:
         """Return once we lead; cancel to stop contending."""
         self._releasing = False
         while not await self._attempt(self.renew_deadline):
-            await self._sleep(self.retry_period * (1 + self.jitter * random.random()))
+            self._nudged.clear()
+            pause = asyncio.ensure_future(
+                self._sleep(self.retry_period * (1 + self.jitter * random.random()))
+            )
+            nudged = asyncio.ensure_future(self._nudged.wait())
+            try:
+                await asyncio.wait({pause, nudged}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                pause.cancel()
+                nudged.cancel()
 
     async def renew_until_lost(self) -> None:
         """Renew every retry_period while leading; return once leadership is lost: another

@@ -49,7 +49,7 @@ def agent_identity(cluster: Cluster, api: ApiClient, namespace: str) -> Path:
         {"apiGroups": [GROUP], "resources": ["ippools"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-         "verbs": ["create", "get", "update"]},
+         "verbs": ["create", "get", "update", "list", "watch"]},
     ]  # fmt: skip
     rbac.create_namespaced_role(namespace, {"metadata": {"name": "agent"}, "rules": rules})
     rbac.create_namespaced_role_binding(
@@ -139,7 +139,7 @@ def test_one_replica_serves_and_the_other_takes_over_on_sigterm(pair: Pair) -> N
     wait_for(lambda: pair.leader() is standby, 10, "the standby to lead")
     wait_for(standby.holds_address, 5, "the new leader to hold the server address")
     handover = time.monotonic() - began
-    assert handover < 6.0, handover  # its next try (retry period 2 s, jittered)
+    assert handover < 2.0, handover  # the standby watches the Lease: no retry period to wait
     assert not leader.holds_address()
     renewed = client.acquire()  # INIT-REBOOT from the lease file: the new leader ACKs
     assert str(renewed.ip) == "192.168.48.82"

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import Callable
 from ipaddress import IPv4Interface
 
 from vmdhcp.agent.kubeapi import Connection, LeaseApi
@@ -22,8 +24,11 @@ from vmdhcp.agent.transport import interface_mac
 from vmdhcp.api.constants import agent_lease_name
 from vmdhcp.dhcp.leases import ServerConfig
 from vmdhcp.election import LeaderElector
+from vmdhcp.watching import list_then_watch
 
 log = logging.getLogger("vmdhcp.agent")
+
+LEASE_WATCH_SECONDS = 300
 
 
 class Leadership:
@@ -51,6 +56,8 @@ class Leadership:
         self.elector: LeaderElector | None = None
         self.config: ServerConfig | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = threading.Event()
+        self._watch: threading.Thread | None = None
         metrics.leader.set(0)
 
     def serving(self) -> bool:
@@ -71,9 +78,35 @@ class Leadership:
         self._task = asyncio.create_task(
             self.elector.run(self._started, self._stopped), name="leadership"
         )
+        loop = asyncio.get_running_loop()
+        elector = self.elector
+        self._watch = threading.Thread(
+            target=self._watch_lease,
+            args=(connection, lambda: loop.call_soon_threadsafe(elector.nudge)),
+            name="lease-watch",
+            daemon=True,
+        )
+        self._watch.start()
+
+    def _watch_lease(self, connection: Connection, nudge: Callable[[], object]) -> None:
+        """Every change of the Lease wakes the elector (a released Lease is taken at once,
+        not at the next retry); reads only, by a watch."""
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases"
+        query = {"fieldSelector": f"metadata.name={self.lease}"}
+        list_then_watch(
+            lambda: connection.request("GET", path, query, timeout=15),
+            lambda version: connection.watch(
+                path, {**query, "resourceVersion": version}, LEASE_WATCH_SECONDS
+            ),
+            on_list=lambda listing, first: _ignore(nudge()),
+            on_event=lambda kind, body: _ignore(nudge()),
+            on_failure=lambda reason, retry_in: log.debug("lease watch: %s", reason),
+            stop=self._stopping,
+        )
 
     async def stop(self) -> None:
         """Stop answering, drop the address, release the Lease (SIGTERM)."""
+        self._stopping.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -113,3 +146,7 @@ class Leadership:
         except OSError:
             mac = None
         await self.address.hold(interface, mac)
+
+
+def _ignore(_: object) -> None:
+    return None
