@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from datetime import UTC, datetime
 
 from vmdhcp.agent.kubeapi import Connection
 from vmdhcp.api import API_VERSION
 from vmdhcp.dhcp import Declined, Event, Released
+from vmdhcp.events import RepeatFilter, event_body
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +23,7 @@ class EventPoster:
         self.name = name
         self.component = component
         self.uid: str | None = None
-        self._last: dict[tuple[str, str], float] = {}
+        self._repeats = RepeatFilter(60.0)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def post(self, event: Event) -> None:
@@ -38,37 +37,24 @@ class EventPoster:
             assert isinstance(event, Released)
             reason, kind = "AddressReleased", "Normal"
             message = f"client {event.mac} released {event.address} (DHCPRELEASE)"
-        key = (reason, event.mac)
-        now = time.monotonic()
-        if now - self._last.get(key, -3600.0) < 60:
+        if not self._repeats.allow((reason, event.mac)):
             return
-        self._last[key] = now
         task = asyncio.create_task(asyncio.to_thread(self._create, reason, kind, message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def _create(self, reason: str, kind: str, message: str) -> None:
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{self.name}.", "namespace": self.namespace},
-            "involvedObject": {
-                "apiVersion": API_VERSION,
-                "kind": "IPPool",
-                "namespace": self.namespace,
-                "name": self.name,
-                "uid": self.uid,
-            },
-            "reason": reason,
-            "message": message,
-            "type": kind,
-            "source": {"component": self.component},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-            "reportingComponent": self.component,
-        }
+        body = event_body(
+            api_version=API_VERSION,
+            kind="IPPool",
+            namespace=self.namespace,
+            name=self.name,
+            uid=self.uid,
+            reason=reason,
+            message=message,
+            warning=kind == "Warning",
+            component=self.component,
+        )
         try:
             self.api.request("POST", f"/api/v1/namespaces/{self.namespace}/events", body=body)
         except Exception as exc:  # an Event is best effort; the log line already exists

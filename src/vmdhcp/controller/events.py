@@ -1,23 +1,23 @@
 """Kubernetes Events about the objects the controller manages: best effort, fire and
-forget, at most one per object, reason and message every five minutes."""
+forget, at most one per object, reason and message every five minutes (bodies and the
+limit are `vmdhcp.events`', shared with the agent)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from vmdhcp.api import GROUP, VERSION
 from vmdhcp.errors import ApiError
+from vmdhcp.events import RepeatFilter, event_body
 from vmdhcp.k8s import Kube
 
 log = logging.getLogger("vmdhcp.controller")
 
 Body = dict[str, Any]
 REPEAT_SECONDS = 300.0
-MEMORY = 10_000
 
 
 class EventRecorder:
@@ -25,44 +25,30 @@ class EventRecorder:
         self.kube = kube
         self.component = component
         self._tasks: set[asyncio.Task[None]] = set()
-        self._recent: dict[tuple[str, str, str, str], float] = {}
+        self._repeats = RepeatFilter(REPEAT_SECONDS)
         self._last_failure = -3600.0
 
     def post(self, body: Body, kind: str, reason: str, message: str, warning: bool = False) -> None:
         meta: dict[str, Any] = body.get("metadata") or {}
-        key = (kind, meta.get("namespace", ""), meta.get("name", ""), reason + message)
-        now = time.monotonic()
-        if now - self._recent.get(key, -3600.0) < REPEAT_SECONDS:
+        namespace, name = meta.get("namespace") or "default", meta.get("name") or ""
+        if not self._repeats.allow((kind, namespace, name, reason, message)):
             return
-        if len(self._recent) > MEMORY:  # messages carry addresses: bound the memory
-            self._recent = {k: t for k, t in self._recent.items() if now - t < REPEAT_SECONDS}
-        self._recent[key] = now
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event = {
-            "metadata": {
-                "generateName": f"{meta.get('name')}.",
-                "namespace": meta.get("namespace"),
-            },
-            "involvedObject": {
-                "apiVersion": body.get("apiVersion") or f"{GROUP}/{VERSION}",
-                "kind": kind,
-                "namespace": meta.get("namespace"),
-                "name": meta.get("name"),
-                "uid": meta.get("uid"),
-            },
-            "reason": reason,
-            "message": message,
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": self.component},
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
+        event = event_body(
+            api_version=body.get("apiVersion") or f"{GROUP}/{VERSION}",
+            kind=kind,
+            namespace=namespace,
+            name=name,
+            uid=meta.get("uid"),
+            reason=reason,
+            message=message,
+            warning=warning,
+            component=self.component,
+        )
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        task = loop.create_task(self._send(meta.get("namespace") or "default", event))
+        task = loop.create_task(self._send(namespace, event))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
