@@ -61,5 +61,8 @@ class RepeatFilter:
             return False
         if len(self._last) >= MEMORY:  # messages carry addresses: bound the memory
             self._last = {k: t for k, t in self._last.items() if now - t < self.seconds}
+            for oldest in list(self._last)[: max(0, len(self._last) - MEMORY // 2)]:
+                del self._last[oldest]  # a flood: forget the oldest half
+        self._last.pop(key, None)
         self._last[key] = now
         return True
