@@ -145,6 +145,8 @@ def main() -> int:
                     "--service-account-name",
                     "vm-dhcp-agent",
                     "--no-leader-election",
+                    "--agent-replicas",
+                    "1",
                     "--enable-cache-dump-api",
                     "--kubeconfig",
                     str(cluster.kubeconfig),

@@ -381,6 +381,46 @@ class Kube:
             write=True,
         )
 
+    # the agent replicas of an IPPool: their PodDisruptionBudget, and who holds their Lease
+    async def create_pdb(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        policy = client.PolicyV1Api(self.api)
+        pdb = await self._call(
+            policy.create_namespaced_pod_disruption_budget, namespace, body, write=True
+        )
+        result: dict[str, Any] = self.api.sanitize_for_serialization(pdb)
+        return result
+
+    async def read_pdb(self, namespace: str, name: str) -> dict[str, Any]:
+        policy = client.PolicyV1Api(self.api)
+        pdb = await self._call(
+            policy.read_namespaced_pod_disruption_budget, name, namespace, write=False
+        )
+        result: dict[str, Any] = self.api.sanitize_for_serialization(pdb)
+        return result
+
+    async def delete_pdb(self, namespace: str, name: str, uid: str | None = None) -> None:
+        policy = client.PolicyV1Api(self.api)
+        body: Any = {"preconditions": {"uid": uid}} if uid else None
+
+        def delete(**kwargs: Any) -> None:
+            # taken raw, as a pod's delete is: the answer may be the object or a Status
+            response: Any = policy.delete_namespaced_pod_disruption_budget(
+                name, namespace, body=body, _preload_content=False, **kwargs
+            )
+            response.read()
+            response.release_conn()
+
+        await self._call(delete, write=True)
+
+    async def read_agent_lease(self, namespace: str, name: str) -> dict[str, Any]:
+        """An agent Lease, read by the reconcilers on the workers' threads (not the lease
+        threads, which the controller's own election must always find free)."""
+        lease = await self._call(
+            self.coordination.read_namespaced_lease, name, namespace, write=False
+        )
+        result: dict[str, Any] = self.api.sanitize_for_serialization(lease)
+        return result
+
 
 # -- for the admission webhook (issue 6) ------------------------------------------------
 

@@ -56,12 +56,15 @@ EXPECTED: dict[str, set[Grant]] = {
         ("*", "kubevirt.io", "virtualmachines", "get list watch", ""),
         ("*", "", "events", "create", ""),
         (NAMESPACE, "", "pods", "create get delete list watch", ""),
+        (NAMESPACE, "policy", "poddisruptionbudgets", "create get delete", ""),
+        (NAMESPACE, "coordination.k8s.io", "leases", "get", ""),
         ("kube-system", "coordination.k8s.io", "leases", "create", ""),
         ("kube-system", "coordination.k8s.io", "leases", "get update", "vm-dhcp-controllers"),
     ),
     f"{RELEASE}-agent": table(
         ("*", NET, "ippools", "list watch", ""),
         ("*", "", "events", "create", ""),
+        (NAMESPACE, "coordination.k8s.io", "leases", "create get update list watch", ""),
     ),
     f"{RELEASE}-webhook": table(
         ("*", "admissionregistration.k8s.io", WEBHOOK_CONFIGS, "create", ""),
@@ -84,6 +87,9 @@ NOT_EXERCISED: dict[str, dict[Grant, str]] = {
     }
     | {
         (NAMESPACE, "", "pods", "get", ""): "adopting an agent pod whose create says 409",
+        (NAMESPACE, "policy", "poddisruptionbudgets", "delete", ""): (
+            "a pool with agent replicas paused or deleted, or its agents back to one replica"
+        ),
     }
     | {
         ("*", group, resource, "get", ""): (
@@ -99,6 +105,11 @@ NOT_EXERCISED: dict[str, dict[Grant, str]] = {
     },
     f"{RELEASE}-agent": {
         ("*", "", "events", "create", ""): "a DHCPDECLINE or DHCPRELEASE on the wire",
+    }
+    | {
+        (NAMESPACE, "coordination.k8s.io", "leases", "update", ""): (
+            "an agent with --leader-election that renews its Lease, or takes over a released one"
+        ),
     },
     f"{RELEASE}-webhook": {
         (NAMESPACE, "", "secrets", "update", f"{WEBHOOK}-ca"): "renewing the CA",

@@ -280,7 +280,8 @@ class Objects:
         return None
 
     def agent_pod(self, pool: str) -> dict[str, Any] | None:
-        return self.read(f"/api/v1/namespaces/{NAMESPACE}/pods/{self.ns}-{pool}-agent")
+        """Replica 0 of the pool's agents (the chart's default runs two)."""
+        return self.read(f"/api/v1/namespaces/{NAMESPACE}/pods/{self.ns}-{pool}-agent-0")
 
     def nad(self, name: str, annotations: dict[str, str] | None = None) -> None:
         body = {
@@ -359,15 +360,21 @@ def run_scenario(installed: Installed, logs: dict[str, Path]) -> None:
         assert nad["metadata"]["labels"]["network.harvesterhci.io/ippool-name"] == "net-48"
 
         # the kubelet's part: the pod is Running and Ready, and its agent runs as its account
+        # (replica 0 only: it wins the pool's Lease, and AgentReady says it serves)
         assert pod["spec"]["serviceAccountName"] == ACCOUNTS["agent"]
         world.core.patch_namespaced_pod_status(
             pod["metadata"]["name"],
             NAMESPACE,
             {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}},
         )
-        wait_for(lambda: world.condition("net-48", "AgentReady") == "True", 30, "AgentReady")
         agent_container = pod["spec"]["containers"][0]
-        agent_env = {e["name"]: e["value"] for e in agent_container.get("env", [])}
+        downward = {"metadata.name": pod["metadata"]["name"], "metadata.namespace": NAMESPACE}
+        agent_env = {
+            e["name"]: e["value"]
+            if "value" in e
+            else downward[e["valueFrom"]["fieldRef"]["fieldPath"]]
+            for e in agent_container.get("env", [])
+        }
         agent_kubeconfig = installed.kubeconfigs["agent"]
         agent = running.enter_context(
             running_agent(
@@ -382,6 +389,8 @@ def run_scenario(installed: Installed, logs: dict[str, Path]) -> None:
                 env={**agent_env, "KUBECONFIG": str(agent_kubeconfig)},
             )
         )
+
+        wait_for(lambda: world.condition("net-48", "AgentReady") == "True", 30, "AgentReady")
 
         # a VM: its network config, an address, the pool's status, the agent's lease
         world.vm("vm-1", "net-48", MAC)

@@ -124,9 +124,11 @@ def test_defaults_render_the_expected_objects() -> None:
             ("ClusterRoleBinding", f"{RELEASE}-agent"),
             ("ClusterRoleBinding", f"{RELEASE}-webhook"),
             ("Role", f"{RELEASE}-agent-pods"),
+            ("Role", f"{RELEASE}-agent-leases"),
             ("Role", f"{RELEASE}-leader-election"),
             ("Role", f"{RELEASE}-webhook-secrets"),
             ("RoleBinding", f"{RELEASE}-agent-pods"),
+            ("RoleBinding", f"{RELEASE}-agent-leases"),
             ("RoleBinding", f"{RELEASE}-leader-election"),
             ("RoleBinding", f"{RELEASE}-webhook-secrets"),
             ("Deployment", RELEASE),
@@ -215,6 +217,7 @@ def test_controller_arguments_are_what_its_parser_accepts() -> None:
     assert not config.no_dhcp
     assert not config.cache_dump_api
     assert not config.no_agent
+    assert config.agent_replicas == 2
     assert config.log_level == "INFO"
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == RELEASE
 
@@ -253,6 +256,42 @@ def test_controller_options_reach_its_arguments() -> None:
     assert not config.leader_election
     assert not config.install_crds
     assert not [d for d in off if d["metadata"]["name"].endswith("leader-election")]
+
+
+@pytest.mark.parametrize("replicas", [1, 3, 9, "2"])
+def test_agent_replicas_reach_the_controller(replicas: int | str) -> None:
+    docs = objects({"agent": {"replicas": replicas}})
+    config = controller_config(container(find(docs, "Deployment", RELEASE))["args"], {})
+    assert config.agent_replicas == int(replicas)
+
+
+@pytest.mark.parametrize("replicas", [0, 10, "two"])
+def test_agent_replicas_out_of_range_are_refused(replicas: int | str) -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"agent\.replicas must be a number from 1 to 9"):
+        render({"agent": {"replicas": replicas}})
+
+
+def test_agent_replicas_elect_with_leases_in_the_release_namespace() -> None:
+    """The agents' Role: Leases in the release namespace, where the controller puts their
+    pods (and reads who holds them); by any name, since a create cannot be limited by one
+    and there is a Lease per IPPool."""
+    docs = objects()
+    role = find(docs, "Role", f"{RELEASE}-agent-leases")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["create", "get", "update", "list", "watch"],
+        }
+    ]
+    binding = find(docs, "RoleBinding", f"{RELEASE}-agent-leases")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": f"{RELEASE}-agent", "namespace": NAMESPACE}
+    ]
+    config = controller_config(container(find(docs, "Deployment", RELEASE))["args"], {})
+    assert config.agent_namespace == NAMESPACE
+    assert config.agent_service_account == f"{RELEASE}-agent"
 
 
 def test_upstream_values_keys_exist_and_take_effect() -> None:

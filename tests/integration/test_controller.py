@@ -60,7 +60,7 @@ def controller(
         "--namespace", agent_namespace,
         "--image", IMAGE,
         "--service-account-name", "vm-dhcp-agent",
-        "--no-leader-election",
+        "--no-leader-election", "--agent-replicas", "1",
         "--enable-cache-dump-api",
         "--kubeconfig", str(cluster.kubeconfig),
         # every second: the whole suite also proves a resync undoes nothing the watches did

@@ -168,7 +168,7 @@ def system(
     )
     args = [
         "--name", "e2e-controller", "--namespace", agents, "--image", IMAGE,
-        "--service-account-name", "vm-dhcp-agent", "--no-leader-election",
+        "--service-account-name", "vm-dhcp-agent", "--no-leader-election", "--agent-replicas", "1",
         "--kubeconfig", str(cluster.kubeconfig), "--enable-cache-dump-api",
     ]  # fmt: skip
     with (

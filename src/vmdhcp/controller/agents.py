@@ -1,5 +1,11 @@
-"""An IPPool's agent pod (created, rolled to a new image, adopted, deleted) and the link
-labels on its NetworkAttachmentDefinition."""
+"""An IPPool's agent pod (created, rolled to a new image, adopted, deleted), or its agent
+replicas (`--agent-replicas` > 1) and their PodDisruptionBudget, and the link labels on its
+NetworkAttachmentDefinition.
+
+With replicas, the agents elect the one that serves (the holder of the Lease
+`agent_lease_name(pool)` in the agent namespace); the controller reads that Lease at each
+reconcile for the status, and reconciles such a pool again every POLL_SECONDS, since a
+failover need not change any pod (a leader cut off from the API server stays Ready)."""
 
 from __future__ import annotations
 
@@ -14,16 +20,27 @@ from vmdhcp.api.constants import (
     NAD_GROUP,
     NAD_PLURAL,
     NAD_VERSION,
+    agent_lease_name,
 )
 from vmdhcp.controller.allocator import Ref
 from vmdhcp.controller.conditions import error, ok
-from vmdhcp.controller.config import parse_image
+from vmdhcp.controller.config import MAX_AGENT_REPLICAS, parse_image
 from vmdhcp.controller.context import IPPOOLS, NADS, PODS, RETRY_SECONDS, Context
-from vmdhcp.controller.manifests import agent_pod, agent_pod_name, pod_image, pod_is_ready
-from vmdhcp.controller.store import Body, meta, uid
+from vmdhcp.controller.manifests import (
+    agent_base_name,
+    agent_pdb,
+    agent_pod,
+    agent_pod_name,
+    agent_replica_name,
+    pod_image,
+    pod_is_ready,
+)
+from vmdhcp.controller.store import Body, meta, ref_of, uid
 from vmdhcp.errors import ApiError
 
 Condition = tuple[bool, str, str]
+POLL_SECONDS = 5.0
+"""A pool with agent replicas is reconciled again this often, to follow its Lease's holder."""
 
 
 def _links_to(nad: Body | None, ref: Ref) -> bool:
@@ -65,16 +82,41 @@ async def unlabel_nad(ctx: Context, ref: Ref, network: str, read: bool = False) 
             raise
 
 
-async def delete_agent(ctx: Context, ref: Ref, by_name: bool = False) -> None:
-    """Delete the pool's agent pod: the one in the store (by uid), or `by_name` the one
-    the API server has under the agent's name when the store has none."""
-    if ctx.config.no_agent:
-        return
-    pod_ref = (ctx.config.agent_namespace, agent_pod_name(*ref))
+def agent_names(ctx: Context, ref: Ref) -> list[str]:
+    """The names of the pool's agent pods: upstream's one, or `<base>-<i>` for each replica."""
+    if ctx.config.agent_replicas == 1:
+        return [agent_pod_name(*ref)]
+    return [agent_replica_name(*ref, i) for i in range(ctx.config.agent_replicas)]
+
+
+def _strays(ctx: Context, ref: Ref) -> list[Body]:
+    """The pool's agent pods in the store that should not be there: upstream's single pod
+    left by a run with one replica, or replicas left by a run with more than now (looked
+    up by every name they can have, so no scan of the store)."""
+    wanted = set(agent_names(ctx, ref))
+    names = [
+        agent_pod_name(*ref),
+        *(agent_replica_name(*ref, i) for i in range(MAX_AGENT_REPLICAS)),
+    ]
+    found = []
+    for name in dict.fromkeys(names):
+        pod = ctx.store.get(PODS, (ctx.config.agent_namespace, name))
+        if name not in wanted and pod is not None and _links_to(pod, ref):
+            found.append(pod)
+    return found
+
+
+def _terminating(pod: Body | None) -> bool:
+    return bool(meta(pod).get("deletionTimestamp"))
+
+
+async def _delete_pod(ctx: Context, pod_ref: Ref, by_name: bool = False) -> None:
+    """Delete the agent pod `pod_ref`: the one in the store (by uid), or `by_name` the one
+    the API server has under that name when the store has none."""
     pod = ctx.store.get(PODS, pod_ref)
     if pod is None and not by_name:
         return
-    if pod is not None and meta(pod).get("deletionTimestamp"):
+    if pod is not None and _terminating(pod):
         return
     try:
         await ctx.kube.delete_pod(*pod_ref, uid=uid(pod) or None)
@@ -85,15 +127,100 @@ async def delete_agent(ctx: Context, ref: Ref, by_name: bool = False) -> None:
         ctx.store.drop(PODS, pod)
 
 
+async def _ensure_pdb(ctx: Context, ref: Ref) -> None:
+    namespace = ctx.config.agent_namespace
+    try:
+        await ctx.kube.read_pdb(namespace, agent_base_name(*ref))
+        return
+    except ApiError as exc:
+        if not exc.not_found:
+            raise
+    body = agent_pdb(pool_namespace=ref[0], pool_name=ref[1], agent_namespace=namespace)
+    try:
+        await ctx.kube.create_pdb(namespace, body)
+    except ApiError as exc:
+        if not exc.conflict:
+            raise
+
+
+async def _drop_pdb(ctx: Context, ref: Ref) -> None:
+    namespace, name = ctx.config.agent_namespace, agent_base_name(*ref)
+    try:
+        pdb = await ctx.kube.read_pdb(namespace, name)
+    except ApiError as exc:
+        if not exc.not_found:
+            raise
+        return
+    try:
+        await ctx.kube.delete_pdb(namespace, name, uid=uid(pdb) or None)
+    except ApiError as exc:
+        if not (exc.not_found or exc.conflict):
+            raise
+
+
+async def delete_agent(ctx: Context, ref: Ref, by_name: bool = False) -> None:
+    """Delete the pool's agent pods (and PodDisruptionBudget): the ones in the store (by
+    uid), or `by_name` the ones the API server has under the agents' names when the store
+    has none."""
+    if ctx.config.no_agent:
+        return
+    for name in agent_names(ctx, ref):
+        await _delete_pod(ctx, (ctx.config.agent_namespace, name), by_name)
+    strays = _strays(ctx, ref)
+    for pod in strays:
+        await _delete_pod(ctx, ref_of(pod))
+    if ctx.config.agent_replicas > 1 or strays:
+        await _drop_pdb(ctx, ref)
+
+
 def _pod_ref(pod: Body, image: str) -> dict[str, Any]:
     m = meta(pod)
     return {"namespace": m.get("namespace"), "name": m.get("name"), "image": image, "uid": uid(pod)}
 
 
+def _manifest(
+    ctx: Context,
+    ref: Ref,
+    body: Body,
+    network: str,
+    cluster_network: str,
+    image: str,
+    replica: int | None = None,
+) -> Body:
+    ipv4 = (body.get("spec") or {}).get("ipv4Config") or {}
+    return agent_pod(
+        pool_namespace=ref[0],
+        pool_name=ref[1],
+        network_name=network,
+        server_ip=ipv4.get("serverIP", ""),
+        cidr=ipv4.get("cidr", ""),
+        cluster_network=cluster_network,
+        agent_namespace=ctx.config.agent_namespace,
+        service_account=ctx.config.agent_service_account,
+        image=parse_image(image),
+        dry_run=ctx.config.no_dhcp,
+        replica=replica,
+    )
+
+
+async def _create_pod(ctx: Context, manifest: Body) -> Body:
+    """Create the pod; when one of its name exists already, adopt it (upstream loses the
+    uid)."""
+    try:
+        created = await ctx.kube.create_pod(ctx.config.agent_namespace, manifest)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        created = await ctx.kube.read_pod(ctx.config.agent_namespace, manifest["metadata"]["name"])
+    ctx.store.remember(PODS, created, None)
+    return created
+
+
 async def ensure_agent(
     ctx: Context, ref: Ref, body: Body, network: str
 ) -> tuple[Condition, Condition, dict[str, Any] | None]:
-    """The pool's agent pod, as it should be: (Registered, AgentReady, agentPodRef)."""
+    """The pool's agent pod, or pods, as they should be: (Registered, AgentReady,
+    agentPodRef)."""
     agent_ref: dict[str, Any] | None = (body.get("status") or {}).get("agentPodRef")
     nad_namespace, nad_name = split_network_name(network)
     nad = ctx.store.get(NADS, (nad_namespace, nad_name))
@@ -108,6 +235,13 @@ async def ensure_agent(
     annotations = meta(body).get("annotations") or {}
     if ANNOTATION_HOLD_AGENT_UPGRADE in annotations and agent_ref and agent_ref.get("image"):
         image = agent_ref["image"]
+    if ctx.config.agent_replicas > 1:
+        return await _ensure_replicas(ctx, ref, body, network, cluster_network, image)
+    strays = _strays(ctx, ref)  # the replicas of a run with --agent-replicas > 1
+    for stray in strays:
+        await _delete_pod(ctx, ref_of(stray))
+    if strays:
+        await _drop_pdb(ctx, ref)
     name = agent_pod_name(*ref)
     pod_ref = (ctx.config.agent_namespace, name)
     pod = ctx.store.get(PODS, pod_ref)
@@ -130,25 +264,106 @@ async def ensure_agent(
             return ok("AgentPodCreated"), purged, {**(agent_ref or {}), "image": image}
         ready = ok("AgentPodReady") if pod_is_ready(pod) else error(f"agent pod {name} not ready")
         return ok("AgentPodCreated"), ready, _pod_ref(pod, image)
-    spec = body.get("spec") or {}
-    manifest = agent_pod(
-        pool_namespace=ref[0],
-        pool_name=ref[1],
-        network_name=network,
-        server_ip=(spec.get("ipv4Config") or {}).get("serverIP", ""),
-        cidr=(spec.get("ipv4Config") or {}).get("cidr", ""),
-        cluster_network=cluster_network,
-        agent_namespace=ctx.config.agent_namespace,
-        service_account=ctx.config.agent_service_account,
-        image=parse_image(image),
-        dry_run=ctx.config.no_dhcp,
-    )
-    try:
-        created = await ctx.kube.create_pod(ctx.config.agent_namespace, manifest)
-    except ApiError as exc:
-        if exc.status != 409:
-            raise
-        created = await ctx.kube.read_pod(*pod_ref)  # adopt it (upstream loses the uid)
-    ctx.store.remember(PODS, created, None)
+    created = await _create_pod(ctx, _manifest(ctx, ref, body, network, cluster_network, image))
     ready = ok("AgentPodReady") if pod_is_ready(created) else error(f"agent pod {name} not ready")
     return ok("AgentPodCreated"), ready, _pod_ref(created, image)
+
+
+# -- agent replicas (--agent-replicas > 1) -------------------------------------------------
+
+
+def next_to_roll(replicas: list[Body], holder: str, image: str) -> Body | None:
+    """The one replica to replace now for a new `image`, if any. One at a time (none while
+    a replica is missing or going); the ones that are not Ready first (replacing them takes
+    nothing away), then the standbys, the Lease's holder last; and a Ready one only while
+    every other replica is Ready, so that a roll-out never leaves fewer than N - 1 Ready."""
+    if any(_terminating(pod) for pod in replicas):
+        return None
+    stale = [pod for pod in replicas if pod_image(pod) != image]
+    if not stale:
+        return None
+
+    def order(pod: Body) -> tuple[bool, bool, int]:
+        return pod_is_ready(pod), meta(pod).get("name") == holder, replicas.index(pod)
+
+    candidate = min(stale, key=order)
+    others = [pod for pod in replicas if pod is not candidate]
+    if pod_is_ready(candidate) and not all(pod_is_ready(pod) for pod in others):
+        return None
+    return candidate
+
+
+async def _lease_holder(ctx: Context, ref: Ref) -> str:
+    """Who holds the pool's Lease ("" when no one does, or there is no Lease yet)."""
+    try:
+        lease = await ctx.kube.read_agent_lease(ctx.config.agent_namespace, agent_lease_name(*ref))
+    except ApiError as exc:
+        if not exc.not_found:
+            raise
+        return ""
+    return str((lease.get("spec") or {}).get("holderIdentity") or "")
+
+
+def agent_ready(replicas: list[Body], serving: Body | None, holder: str, lease: str) -> Condition:
+    """AgentReady of a pool with replicas: true while the Lease's holder is Ready."""
+    ready = [pod for pod in replicas if pod_is_ready(pod) and not _terminating(pod)]
+    if serving is not None and pod_is_ready(serving):
+        standbys = [pod for pod in replicas if pod is not serving]
+        ready_standbys = [pod for pod in ready if pod is not serving]
+        message = (
+            f"agent pod {holder} serves; {len(ready_standbys)} of {len(standbys)} standbys ready"
+        )
+        return True, "AgentPodReady", message
+    count = f"{len(ready)} of {len(replicas)} agent pods ready"
+    if not holder:
+        return error(f"no agent pod holds lease {lease} yet; {count}")
+    if serving is None:
+        return error(f"agent pod {holder} holds lease {lease} but is gone; {count}")
+    return error(f"agent pod {holder} holds lease {lease} but is not ready; {count}")
+
+
+async def _ensure_replicas(
+    ctx: Context, ref: Ref, body: Body, network: str, cluster_network: str, image: str
+) -> tuple[Condition, Condition, dict[str, Any] | None]:
+    """The pool's N agent replicas and their PodDisruptionBudget, as they should be; the
+    one serving is the holder of the pool's Lease."""
+    namespace = ctx.config.agent_namespace
+    # the first reconcile after a run with another number of replicas, or without
+    strays = _strays(ctx, ref)
+    for stray in strays:
+        await _delete_pod(ctx, ref_of(stray))
+    replicas: list[Body] = []
+    for index, name in enumerate(agent_names(ctx, ref)):
+        pod = ctx.store.get(PODS, (namespace, name))
+        if pod is None:
+            manifest = _manifest(ctx, ref, body, network, cluster_network, image, index)
+            pod = await _create_pod(ctx, manifest)
+        replicas.append(pod)
+    await _ensure_pdb(ctx, ref)
+    holder = await _lease_holder(ctx, ref)
+    stale = next_to_roll(replicas, holder, image)
+    if stale is not None and ANNOTATION_HOLD_AGENT_UPGRADE not in (
+        meta(body).get("annotations") or {}
+    ):
+        await _delete_pod(ctx, ref_of(stale))
+        rolled = str(meta(stale).get("name"))
+        role = "the serving agent" if rolled == holder else "a standby"
+        ctx.events.post(
+            body,
+            "IPPool",
+            "AgentRollout",
+            f"agent pod {rolled} ({role}): image {pod_image(stale)} replaced by {image}",
+        )
+        # as the watch will show it: going (its replacement comes once it is gone)
+        going = {**stale, "metadata": {**meta(stale), "deletionTimestamp": ctx.now()}}
+        replicas = [going if pod is stale else pod for pod in replicas]
+    known = {meta(pod).get("name"): pod for pod in [*replicas, *strays]}
+    serving = known.get(holder) if holder else None
+    lease = f"{namespace}/{agent_lease_name(*ref)}"
+    shown = serving or next((p for p in replicas if not _terminating(p)), replicas[0])
+    ctx.queue.add_after((IPPOOLS, *ref), POLL_SECONDS)
+    return (
+        ok("AgentPodCreated"),
+        agent_ready(replicas, serving, holder, lease),
+        _pod_ref(shown, image),
+    )

@@ -12,6 +12,9 @@ from vmdhcp.election import JITTER_FACTOR
 from vmdhcp.errors import VmdhcpError
 
 DEFAULT_SERVICE_CIDR = IPv4Network("10.53.0.0/16")
+DEFAULT_AGENT_REPLICAS = 2
+MAX_AGENT_REPLICAS = 9
+"""Agent pods per IPPool at most (their names end in one digit)."""
 
 
 class ConfigError(VmdhcpError):
@@ -73,6 +76,9 @@ class ControllerConfig:
     """How long allocation changes of one pool gather before its status is written."""
     resync_seconds: float = 300.0
     """How often everything watched is relisted to catch deletions a watch missed (0: never)."""
+    agent_replicas: int = DEFAULT_AGENT_REPLICAS
+    """Agent pods per IPPool: 1 is upstream's single pod; more run with --leader-election,
+    one serving (the holder of the pool's Lease) and the others on standby."""
 
 
 MAX_RESYNC_SECONDS = 7 * 24 * 3600
@@ -115,6 +121,13 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
         help=argparse.SUPPRESS,
     )
     p.add_argument("--leader-election-retry-period", type=float, default=2.0, metavar="SECONDS")
+    p.add_argument(
+        "--agent-replicas",
+        default=env.get("AGENT_REPLICAS") or str(DEFAULT_AGENT_REPLICAS),
+        metavar="N",
+        help=f"agent pods per IPPool, 1 to {MAX_AGENT_REPLICAS}: one serves, the others "
+        f"stand by (default {DEFAULT_AGENT_REPLICAS}; 1: upstream's single pod)",
+    )
     p.add_argument("--no-agent", action="store_true", help="do not run agent pods")
     p.add_argument("--no-dhcp", action="store_true", help="agents run with --dry-run")
     p.add_argument("--enable-cache-dump-api", action="store_true", help="/ipams and /caches")
@@ -160,6 +173,15 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
             f"--resync-period {args.resync_period} is not between 0 and {MAX_RESYNC_SECONDS} s"
         )
     try:
+        agent_replicas = int(str(args.agent_replicas).strip())
+    except ValueError:
+        agent_replicas = 0
+    if not 1 <= agent_replicas <= MAX_AGENT_REPLICAS:
+        raise ConfigError(
+            f"--agent-replicas (AGENT_REPLICAS) {args.agent_replicas!r} is not a number "
+            f"from 1 to {MAX_AGENT_REPLICAS}"
+        )
+    try:
         service_cidr = IPv4Network(args.service_cidr, strict=False)
     except ValueError:
         raise ConfigError(f"--service-cidr {args.service_cidr!r} is not an IPv4 CIDR") from None
@@ -183,4 +205,5 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
         renew_deadline_seconds=args.leader_election_renew_deadline,
         resync_seconds=args.resync_period,
         retry_seconds=args.leader_election_retry_period,
+        agent_replicas=agent_replicas,
     )

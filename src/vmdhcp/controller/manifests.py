@@ -1,5 +1,5 @@
-"""Pure builders: the agent pod of an IPPool (exactly upstream's shape) and the network
-configuration a VirtualMachine asks for."""
+"""Pure builders: the agent pod of an IPPool (exactly upstream's shape), or its replicas and
+their PodDisruptionBudget, and the network configuration a VirtualMachine asks for."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ from vmdhcp.controller.config import Image
 from vmdhcp.mac import InvalidMac, normalize_mac
 
 AGENT_HTTP_PORT = 8080
+LABEL_AGENT_REPLICA = f"{GROUP}/ippool-agent-replica"
+"""On each replica of a pool's agent (`--agent-replicas` > 1): its index, "0" to "8"."""
+MAX_NAME = 63
 SET_IP_SCRIPT = """#!/usr/bin/env sh
 set -ex
 ip address flush dev eth1
@@ -41,6 +44,45 @@ def agent_pod_name(namespace: str, name: str) -> str:
     return f"{full[:50]}-{digest[:6]}-agent"
 
 
+def agent_base_name(namespace: str, name: str) -> str:
+    """The pool's replicas are `<base>-<index>` and its PodDisruptionBudget is `<base>`:
+    upstream's agent pod name, cut and hashed shorter when the index would not fit in 63."""
+    base = agent_pod_name(namespace, name)
+    if len(base) + 2 <= MAX_NAME:
+        return base
+    full = f"{namespace}-{name}"
+    digest = hashlib.sha256(full.encode()).hexdigest()
+    return f"{full[:49].rstrip('-.')}-{digest[:5]}-agent"
+
+
+def agent_replica_name(namespace: str, name: str, index: int) -> str:
+    return f"{agent_base_name(namespace, name)}-{index}"
+
+
+def agent_labels(namespace: str, name: str) -> dict[str, str]:
+    """What every agent pod of one IPPool carries (and its PodDisruptionBudget selects)."""
+    return {
+        LABEL_VM_DHCP_CONTROLLER: AGENT_LABEL_VALUE,
+        LABEL_IPPOOL_NAMESPACE: namespace,
+        LABEL_IPPOOL_NAME: name,
+    }
+
+
+def agent_pdb(*, pool_namespace: str, pool_name: str, agent_namespace: str) -> dict[str, Any]:
+    """The PodDisruptionBudget of a pool's agent replicas: a drain evicts one at a time."""
+    labels = agent_labels(pool_namespace, pool_name)
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": agent_base_name(pool_namespace, pool_name),
+            "namespace": agent_namespace,
+            "labels": dict(labels),
+        },
+        "spec": {"selector": {"matchLabels": dict(labels)}, "maxUnavailable": 1},
+    }
+
+
 def agent_pod(
     *,
     pool_namespace: str,
@@ -53,29 +95,35 @@ def agent_pod(
     service_account: str,
     image: Image,
     dry_run: bool,
+    replica: int | None = None,
 ) -> dict[str, Any]:
-    """The agent pod of one IPPool, as upstream's prepareAgentPod builds it."""
-    name = agent_pod_name(pool_namespace, pool_name)
+    """The agent pod of one IPPool, as upstream's prepareAgentPod builds it; or, with
+    `replica`, that replica of several: it runs with `--leader-election` (its name and
+    namespace from the downward API), puts the server address on its NIC itself when it
+    leads (no `ip-setter`), and prefers a node without another replica of the pool."""
+    labels = agent_labels(pool_namespace, pool_name)
     nad_namespace, nad_name = split_network_name(network_name)
     prefix = IPv4Network(cidr, strict=False).prefixlen
     args = ["--ippool-ref", f"{pool_namespace}/{pool_name}"]
+    if replica is None:
+        name = agent_pod_name(pool_namespace, pool_name)
+    else:
+        name = agent_replica_name(pool_namespace, pool_name, replica)
+        args.append("--leader-election")
     if dry_run:
         args.append("--dry-run")
     root = {"runAsUser": 0, "runAsGroup": 0, "capabilities": {"add": ["NET_ADMIN"]}}
     # upstream's agent relies on the runtime's defaults for NET_RAW (the AF_PACKET socket)
     # and NET_BIND_SERVICE (port 67); runtimes that drop them (CRI-O) break it
     agent_caps = {"add": ["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"]}
-    return {
+    env: list[dict[str, Any]] = [{"name": "VM_DHCP_AGENT_NAME", "value": name}]
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": name,
             "namespace": agent_namespace,
-            "labels": {
-                LABEL_VM_DHCP_CONTROLLER: AGENT_LABEL_VALUE,
-                LABEL_IPPOOL_NAMESPACE: pool_namespace,
-                LABEL_IPPOOL_NAME: pool_name,
-            },
+            "labels": dict(labels),
             "annotations": {
                 ANNOTATION_MULTUS_NETWORKS: json.dumps(
                     [{"namespace": nad_namespace, "name": nad_name, "interface": "eth1"}],
@@ -120,7 +168,7 @@ def agent_pod(
                     "name": "agent",
                     "image": str(image),
                     "args": args,
-                    "env": [{"name": "VM_DHCP_AGENT_NAME", "value": name}],
+                    "env": env,
                     "ports": [{"name": "http", "containerPort": AGENT_HTTP_PORT}],
                     "securityContext": {**root, "capabilities": agent_caps},
                     "livenessProbe": {"httpGet": {"path": "/healthz", "port": AGENT_HTTP_PORT}},
@@ -129,6 +177,30 @@ def agent_pod(
             ],
         },
     }
+    if replica is None:
+        return pod
+    pod["metadata"]["labels"][LABEL_AGENT_REPLICA] = str(replica)
+    spec = pod["spec"]
+    del spec["initContainers"]  # the elected agent sets the address
+    env.extend(
+        {"name": variable, "valueFrom": {"fieldRef": {"fieldPath": field}}}
+        for variable, field in (
+            ("POD_NAME", "metadata.name"),
+            ("POD_NAMESPACE", "metadata.namespace"),
+        )
+    )
+    spec["affinity"]["podAntiAffinity"] = {
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {
+                "weight": 100,
+                "podAffinityTerm": {
+                    "labelSelector": {"matchLabels": dict(labels)},
+                    "topologyKey": "kubernetes.io/hostname",
+                },
+            }
+        ]
+    }
+    return pod
 
 
 def pod_is_ready(pod: dict[str, Any]) -> bool:

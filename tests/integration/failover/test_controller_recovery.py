@@ -56,6 +56,7 @@ def controller_args(
         "--namespace", agent_namespace,
         "--image", image,
         "--kubeconfig", str(cluster.kubeconfig),
+        "--agent-replicas", "1",  # upstream's one pod (agent replicas: test_agent_failover)
     ]  # fmt: skip
     if lease_namespace is None:
         return [*args, "--no-leader-election"]

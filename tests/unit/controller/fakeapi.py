@@ -24,6 +24,8 @@ Body = dict[str, Any]
 Ref = tuple[str, str]
 POD_RESOURCE = ("", "v1", "pods")
 KIND_OF = {resource: kind for kind, resource in RESOURCES.items()} | {POD_RESOURCE: PODS}
+PDBS, LEASES = "pdb", "lease"
+"""Kinds the controller does not watch: agent replicas' PodDisruptionBudgets and Leases."""
 SERVER_FIELDS = ("uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp")
 
 
@@ -58,7 +60,8 @@ class FakeKube(Kube):
     def __init__(self) -> None:  # no client: nothing of Kube's own is used
         self.may_write: Callable[[], bool] = lambda: True
         self.writes = 0
-        self.objects: dict[str, dict[Ref, Body]] = {kind: {} for kind in KIND_OF.values()}
+        kinds = (*KIND_OF.values(), PDBS, LEASES)
+        self.objects: dict[str, dict[Ref, Body]] = {kind: {} for kind in kinds}
         self.events: list[Body] = []
         """Kubernetes Events posted (create_event)."""
         self.calls: list[Call] = []
@@ -95,7 +98,8 @@ class FakeKube(Kube):
     # -- the server's rules ---------------------------------------------------------------
 
     def _changed(self, event_type: str, kind: str, body: Body) -> Body:
-        self.changes.append((event_type, kind, copy.deepcopy(body)))
+        if kind not in (PDBS, LEASES):  # the controller watches neither
+            self.changes.append((event_type, kind, copy.deepcopy(body)))
         return copy.deepcopy(body)
 
     def _find(self, kind: str, ref: Ref) -> Body:
@@ -237,3 +241,19 @@ class FakeKube(Kube):
     async def create_event(self, namespace: str, body: dict[str, Any]) -> None:
         self._write("create", "event", (namespace, ""), body)
         self.events.append(copy.deepcopy(body))
+
+    async def create_pdb(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._write("create", PDBS, (namespace, body["metadata"]["name"]), body)
+        return self._create(
+            PDBS, {**body, "metadata": {**body["metadata"], "namespace": namespace}}
+        )
+
+    async def read_pdb(self, namespace: str, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self._find(PDBS, (namespace, name)))
+
+    async def delete_pdb(self, namespace: str, name: str, uid: str | None = None) -> None:
+        self._write("delete", PDBS, (namespace, name), {"preconditions": {"uid": uid}})
+        self._delete(PDBS, (namespace, name), uid)
+
+    async def read_agent_lease(self, namespace: str, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self._find(LEASES, (namespace, name)))

@@ -97,3 +97,29 @@ def test_console_script_reports_bad_flags_in_one_line() -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("vm-dhcp-controller: error: --namespace (AGENT_NAMESPACE) is")
     assert done.stderr.count("\n") == 1
+
+
+def test_agent_replicas_default_to_two_from_the_flag_or_the_environment() -> None:
+    argv = ["--namespace", "n", "--image", "a:b"]
+    assert load_config(argv, {}).agent_replicas == 2
+    assert load_config(argv, {"AGENT_REPLICAS": "3"}).agent_replicas == 3
+    assert (
+        load_config([*argv, "--agent-replicas", "1"], {"AGENT_REPLICAS": "3"}).agent_replicas == 1
+    )
+    assert load_config([*argv, "--agent-replicas", "9"], {}).agent_replicas == 9
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["--agent-replicas", "0"], {}),
+        (["--agent-replicas", "10"], {}),
+        (["--agent-replicas", "two"], {}),
+        (["--agent-replicas", "-1"], {}),
+        ([], {"AGENT_REPLICAS": "many"}),
+        ([], {"AGENT_REPLICAS": "0"}),
+    ],
+)
+def test_bad_agent_replicas(argv: list[str], env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match=r"--agent-replicas \(AGENT_REPLICAS\) .* from 1 to 9"):
+        load_config(["--namespace", "n", "--image", "a:b", *argv], env)

@@ -1,5 +1,6 @@
 import hashlib
 import json
+import re
 from typing import Any
 
 import pytest
@@ -7,8 +8,11 @@ import pytest
 from vmdhcp.controller.config import Image
 from vmdhcp.controller.manifests import (
     DesiredNic,
+    agent_base_name,
+    agent_pdb,
     agent_pod,
     agent_pod_name,
+    agent_replica_name,
     nics_from_vm,
     vm_networks,
 )
@@ -134,3 +138,122 @@ def test_annotations(annotations: dict[str, str], ip: str | None, warning: str |
     else:
         assert len(warnings) == 1
         assert warning in warnings[0]
+
+
+# -- agent replicas (--agent-replicas > 1) -------------------------------------------------
+
+
+def pool_agent(replica: int | None, namespace: str = "default", name: str = "net-48") -> Any:
+    return agent_pod(
+        pool_namespace=namespace,
+        pool_name=name,
+        network_name="default/net-48",
+        server_ip="10.1.2.3",
+        cidr="10.1.0.0/16",
+        cluster_network="vlan",
+        agent_namespace="harvester-system",
+        service_account="agent",
+        image=Image("rancher/agent", "v2"),
+        dry_run=False,
+        replica=replica,
+    )
+
+
+POOL_LABELS = {
+    "network.harvesterhci.io/vm-dhcp-controller": "agent",
+    "network.harvesterhci.io/ippool-namespace": "default",
+    "network.harvesterhci.io/ippool-name": "net-48",
+}
+NODE_AFFINITY = {
+    "requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [
+            {
+                "matchExpressions": [
+                    {"key": "network.harvesterhci.io/vlan", "operator": "In", "values": ["true"]}
+                ]
+            }
+        ]
+    }
+}
+
+
+def test_one_replica_is_upstreams_pod_unchanged() -> None:
+    pod = pool_agent(None)
+    assert pod["metadata"]["name"] == "default-net-48-agent"
+    assert pod["metadata"]["labels"] == POOL_LABELS
+    assert pod["spec"]["affinity"] == {"nodeAffinity": NODE_AFFINITY}
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["ip-setter"]
+    agent = pod["spec"]["containers"][0]
+    assert agent["args"] == ["--ippool-ref", "default/net-48"]
+    assert agent["env"] == [{"name": "VM_DHCP_AGENT_NAME", "value": "default-net-48-agent"}]
+
+
+def test_a_replica_elects_sets_its_own_address_and_spreads_over_nodes() -> None:
+    pod = pool_agent(1)
+    assert pod["metadata"]["name"] == "default-net-48-agent-1"
+    assert pod["metadata"]["labels"] == {
+        **POOL_LABELS,
+        "network.harvesterhci.io/ippool-agent-replica": "1",
+    }
+    assert "initContainers" not in pod["spec"]  # the elected agent sets the address
+    agent = pod["spec"]["containers"][0]
+    assert agent["args"] == ["--ippool-ref", "default/net-48", "--leader-election"]
+    assert agent["env"] == [
+        {"name": "VM_DHCP_AGENT_NAME", "value": "default-net-48-agent-1"},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    affinity = pod["spec"]["affinity"]
+    assert affinity["nodeAffinity"] == NODE_AFFINITY  # nodes that carry the network
+    # preferred: a one-node cluster still runs every replica
+    assert affinity["podAntiAffinity"] == {
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {
+                "weight": 100,
+                "podAffinityTerm": {
+                    "labelSelector": {"matchLabels": POOL_LABELS},
+                    "topologyKey": "kubernetes.io/hostname",
+                },
+            }
+        ]
+    }
+    assert pool_agent(None)["spec"]["containers"][0]["securityContext"] == agent["securityContext"]
+
+
+@pytest.mark.parametrize(
+    ("namespace", "name"),
+    [
+        ("default", "net-48"),
+        ("a" * 28, "b" * 28),  # upstream's name is 63 long
+        ("x" * 30, "y" * 19 + "-" + "z" * 20),
+        ("n" * 63, "p" * 200),
+        ("ns", "a" * 47 + ".b" * 10),  # the cut ends on a dot
+    ],
+)
+def test_replica_names_fit_in_63_and_are_the_base_and_an_index(namespace: str, name: str) -> None:
+    base = agent_base_name(namespace, name)
+    names = [agent_replica_name(namespace, name, i) for i in range(9)]
+    assert names == [f"{base}-{i}" for i in range(9)]
+    assert all(len(n) <= 63 for n in names)
+    assert agent_base_name(namespace, name) == base  # deterministic
+    label = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+    assert all(re.fullmatch(rf"{label}(\.{label})*", n) for n in names)  # DNS-1123
+    if len(agent_pod_name(namespace, name)) <= 61:
+        assert base == agent_pod_name(namespace, name)
+    assert base != agent_base_name(namespace, name + "x")
+
+
+def test_the_pdb_selects_the_pools_agents_and_allows_one_down() -> None:
+    pdb = agent_pdb(pool_namespace="default", pool_name="net-48", agent_namespace="agents")
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["kind"] == "PodDisruptionBudget"
+    assert pdb["metadata"] == {
+        "name": "default-net-48-agent",
+        "namespace": "agents",
+        "labels": POOL_LABELS,
+    }
+    assert pdb["spec"] == {"selector": {"matchLabels": POOL_LABELS}, "maxUnavailable": 1}
+    assert (
+        pdb["spec"]["selector"]["matchLabels"].items()
+        <= pool_agent(0)["metadata"]["labels"].items()
+    )

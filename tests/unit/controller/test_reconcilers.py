@@ -117,8 +117,10 @@ def events(fake: FakeKube, reason: str) -> list[Body]:
 # -- running the controller --------------------------------------------------------------
 
 
-def new_controller(fake: FakeKube) -> Controller:
-    config = load_config(["--namespace", AGENTS, "--image", IMAGE], {})
+def new_controller(fake: FakeKube, *, replicas: int = 1, image: str = IMAGE) -> Controller:
+    """Upstream's shape (one agent pod per pool) unless `replicas` says otherwise."""
+    argv = ["--namespace", AGENTS, "--image", image, "--agent-replicas", str(replicas)]
+    config = load_config(argv, {})
     # a pool's status is written once allocations pause: 10 ms here, not 200
     config = dataclasses.replace(config, status_flush_seconds=0.01)
     return Controller(config, fake, ControllerMetrics(), now=lambda: NOW)
