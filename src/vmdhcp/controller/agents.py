@@ -9,6 +9,8 @@ failover need not change any pod (a leader cut off from the API server stays Rea
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from vmdhcp.api import split_network_name
@@ -24,7 +26,7 @@ from vmdhcp.api.constants import (
 )
 from vmdhcp.controller.allocator import Ref
 from vmdhcp.controller.conditions import error, ok
-from vmdhcp.controller.config import MAX_AGENT_REPLICAS, parse_image
+from vmdhcp.controller.config import parse_image
 from vmdhcp.controller.context import IPPOOLS, NADS, PODS, RETRY_SECONDS, Context
 from vmdhcp.controller.manifests import (
     agent_base_name,
@@ -39,6 +41,8 @@ from vmdhcp.controller.store import Body, meta, ref_of, uid
 from vmdhcp.errors import ApiError
 
 Condition = tuple[bool, str, str]
+REPLICA_SLOTS = 10
+"""Replica indices 0 to 9: N of them in use, the others for replacements of stuck pods."""
 POLL_SECONDS = 5.0
 """A pool with agent replicas is reconciled again this often, to follow its Lease's holder."""
 
@@ -91,12 +95,16 @@ def agent_names(ctx: Context, ref: Ref) -> list[str]:
 
 def _strays(ctx: Context, ref: Ref) -> list[Body]:
     """The pool's agent pods in the store that should not be there: upstream's single pod
-    left by a run with one replica, or replicas left by a run with more than now (looked
-    up by every name they can have, so no scan of the store)."""
+    left by a run with one replica, or replicas left by a run with them (looked up by
+    every name they can have, so no scan of the store). With replicas, how many of them
+    is `_heal`'s business."""
+    if ctx.config.agent_replicas > 1:
+        single = ctx.store.get(PODS, (ctx.config.agent_namespace, agent_pod_name(*ref)))
+        return [single] if single is not None and _links_to(single, ref) else []
     wanted = set(agent_names(ctx, ref))
     names = [
         agent_pod_name(*ref),
-        *(agent_replica_name(*ref, i) for i in range(MAX_AGENT_REPLICAS)),
+        *(agent_replica_name(*ref, i) for i in range(REPLICA_SLOTS)),
     ]
     found = []
     for name in dict.fromkeys(names):
@@ -322,25 +330,102 @@ def agent_ready(replicas: list[Body], serving: Body | None, holder: str, lease: 
     return error(f"agent pod {holder} holds lease {lease} but is not ready; {count}")
 
 
+def _stuck(ctx: Context, pod: Body) -> bool:
+    """A replica that served (it was Ready) and has been Terminating, or not Ready (its
+    node NotReady: Kubernetes marks its pods so), for longer than --agent-replace-after,
+    measured on our own clock from when we first saw it so. One never Ready yet is
+    starting (an image pull), not stuck."""
+    key = uid(pod)
+    if pod_is_ready(pod) and not _terminating(pod):
+        ctx.agents_seen_ready.add(key)
+        ctx.agents_unwell_since.pop(key, None)
+        return False
+    if not _terminating(pod) and key not in ctx.agents_seen_ready:
+        return False
+    if len(ctx.agents_unwell_since) > 10_000:  # uids of pods long gone: bound the memory
+        ctx.agents_unwell_since.clear()
+    since = ctx.agents_unwell_since.setdefault(key, time.monotonic())
+    return time.monotonic() - since > ctx.config.agent_replace_seconds
+
+
+async def _heal(
+    ctx: Context,
+    ref: Ref,
+    body: Body,
+    present: dict[int, Body],
+    make: Callable[[int], Body],
+    holder: str,
+) -> dict[int, Body]:
+    """The replicas that count (all but the stuck ones), brought to N: a stuck one is
+    replaced by a new pod under a free index (never force-deleted: its node may come
+    back, then the spare goes); extras beyond N go, never the Lease's holder."""
+    counted = {i: pod for i, pod in present.items() if not _stuck(ctx, pod)}
+    wanted = ctx.config.agent_replicas
+    for index in range(REPLICA_SLOTS):
+        if len(counted) >= wanted:
+            break
+        if index in present:
+            continue
+        pod = await _create_pod(ctx, make(index))
+        present[index] = counted[index] = pod
+        stuck = sorted(str(meta(p).get("name")) for i, p in present.items() if i not in counted)
+        if stuck:
+            ctx.events.post(
+                body,
+                "IPPool",
+                "AgentReplaced",
+                f"agent pod {meta(pod).get('name')} started: {', '.join(stuck)} stopped serving "
+                f"more than {ctx.config.agent_replace_seconds:g}s ago",
+                warning=True,
+            )
+    extras = sorted(
+        (i for i, pod in counted.items() if meta(pod).get("name") != holder),
+        key=lambda i: (pod_is_ready(counted[i]), -i),
+    )
+    while len(counted) > wanted and extras:
+        index = extras.pop(0)
+        if not _terminating(counted[index]):
+            await _delete_pod(ctx, ref_of(counted[index]))
+        del counted[index]
+    return counted
+
+
 async def _ensure_replicas(
     ctx: Context, ref: Ref, body: Body, network: str, cluster_network: str, image: str
 ) -> tuple[Condition, Condition, dict[str, Any] | None]:
     """The pool's N agent replicas and their PodDisruptionBudget, as they should be; the
     one serving is the holder of the pool's Lease."""
     namespace = ctx.config.agent_namespace
-    # the first reconcile after a run with another number of replicas, or without
+    # the first reconcile after a run without replicas
     strays = _strays(ctx, ref)
     for stray in strays:
         await _delete_pod(ctx, ref_of(stray))
-    replicas: list[Body] = []
-    for index, name in enumerate(agent_names(ctx, ref)):
-        pod = ctx.store.get(PODS, (namespace, name))
-        if pod is None:
-            manifest = _manifest(ctx, ref, body, network, cluster_network, image, index)
-            pod = await _create_pod(ctx, manifest)
-        replicas.append(pod)
-    await _ensure_pdb(ctx, ref)
     holder = await _lease_holder(ctx, ref)
+    present = {
+        index: pod
+        for index in range(REPLICA_SLOTS)
+        if (pod := ctx.store.get(PODS, (namespace, agent_replica_name(*ref, index))))
+    }
+    counted = await _heal(
+        ctx,
+        ref,
+        body,
+        present,
+        lambda index: _manifest(ctx, ref, body, network, cluster_network, image, index),
+        holder,
+    )
+    replicas = [counted[index] for index in sorted(counted)]
+    await _ensure_pdb(ctx, ref)
+    previous = ((body.get("status") or {}).get("agentPodRef") or {}).get("name")
+    if (
+        holder
+        and previous
+        and holder != previous
+        and holder in {meta(pod).get("name") for pod in present.values()}
+    ):
+        ctx.events.post(
+            body, "IPPool", "AgentFailover", f"agent pod {holder} serves (was {previous})"
+        )
     stale = next_to_roll(replicas, holder, image)
     if stale is not None and ANNOTATION_HOLD_AGENT_UPGRADE not in (
         meta(body).get("annotations") or {}
@@ -357,7 +442,7 @@ async def _ensure_replicas(
         # as the watch will show it: going (its replacement comes once it is gone)
         going = {**stale, "metadata": {**meta(stale), "deletionTimestamp": ctx.now()}}
         replicas = [going if pod is stale else pod for pod in replicas]
-    known = {meta(pod).get("name"): pod for pod in [*replicas, *strays]}
+    known = {meta(pod).get("name"): pod for pod in [*present.values(), *strays]}
     serving = known.get(holder) if holder else None
     lease = f"{namespace}/{agent_lease_name(*ref)}"
     shown = serving or next((p for p in replicas if not _terminating(p)), replicas[0])

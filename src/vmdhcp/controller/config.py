@@ -79,6 +79,8 @@ class ControllerConfig:
     agent_replicas: int = DEFAULT_AGENT_REPLICAS
     """Agent pods per IPPool: 1 is upstream's single pod; more run with --leader-election,
     one serving (the holder of the pool's Lease) and the others on standby."""
+    agent_replace_seconds: float = 30.0
+    """A replica that served and has been Terminating or not Ready this long is replaced."""
 
 
 MAX_RESYNC_SECONDS = 7 * 24 * 3600
@@ -127,6 +129,14 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
         metavar="N",
         help=f"agent pods per IPPool, 1 to {MAX_AGENT_REPLICAS}: one serves, the others "
         f"stand by (default {DEFAULT_AGENT_REPLICAS}; 1: upstream's single pod)",
+    )
+    p.add_argument(
+        "--agent-replace-after",
+        type=float,
+        default=float(env.get("AGENT_REPLACE_AFTER") or 30.0),
+        metavar="SECONDS",
+        help="with replicas: start a new agent pod when one that served has been Terminating "
+        "or not Ready (its node NotReady) this long (env AGENT_REPLACE_AFTER, default 30)",
     )
     p.add_argument("--no-agent", action="store_true", help="do not run agent pods")
     p.add_argument("--no-dhcp", action="store_true", help="agents run with --dry-run")
@@ -181,6 +191,10 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
             f"--agent-replicas (AGENT_REPLICAS) {args.agent_replicas!r} is not a number "
             f"from 1 to {MAX_AGENT_REPLICAS}"
         )
+    if not 0 < args.agent_replace_after <= 3600:
+        raise ConfigError(
+            f"--agent-replace-after {args.agent_replace_after} is not between 0 and 3600 s"
+        )
     try:
         service_cidr = IPv4Network(args.service_cidr, strict=False)
     except ValueError:
@@ -206,4 +220,5 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
         resync_seconds=args.resync_period,
         retry_seconds=args.leader_election_retry_period,
         agent_replicas=agent_replicas,
+        agent_replace_seconds=args.agent_replace_after,
     )

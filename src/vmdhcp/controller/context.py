@@ -66,6 +66,10 @@ class Context:
     """IPPools whose allocations changed: their status is written once changes pause
     (`status_flush_seconds`), and at least every MAX_STATUS_DELAY during a burst."""
     status_due: set[Key] = field(default_factory=set)
+    agents_seen_ready: set[str] = field(default_factory=set)
+    """uids of agent replicas seen Ready once (see agents._stuck)."""
+    agents_unwell_since: dict[str, float] = field(default_factory=dict)
+    """uid of an agent replica -> monotonic time it was first seen not serving."""
     events: EventRecorder = field(init=False)
 
     def __post_init__(self) -> None:

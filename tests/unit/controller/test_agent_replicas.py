@@ -346,3 +346,83 @@ async def test_the_hold_annotation_holds_a_roll_out(fake: FakeKube) -> None:
     assert not [c for c in fake.calls if c.verb == "delete"]
     assert {pod_image(p) for p in agent_pods(fake).values()} == {IMAGE}
     assert pod_ref(fake)["image"] == IMAGE
+
+
+# -- healing: a replica that stopped serving is replaced -----------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(agents, "POLL_SECONDS", 0.05)
+
+
+def stick(fake: FakeKube, name: str) -> None:
+    """Its node dies: Kubernetes deletes the pod, which stays Terminating for ever (no
+    kubelet confirms it) and not Ready."""
+    pod = fake.objects[PODS][(AGENTS, name)]
+    # what holds it: no kubelet confirms the deletion (a finalizer stands in for that here)
+    pod["metadata"]["finalizers"] = ["nodesim/no-kubelet"]
+    fake.user_delete(PODS, (AGENTS, name))
+    make_ready(fake, name, ready=False)
+
+
+async def test_a_replica_stuck_terminating_is_replaced_without_force_and_the_spare_goes_later(
+    fake: FakeKube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    controller = await start(fake, 2, first=True)
+    make_ready(fake, replica(0), replica(1))
+    hold_lease(fake, replica(0))
+    await poll(controller, fake)
+    controller.ctx.config = controller.config = type(controller.config)(
+        **{**controller.config.__dict__, "agent_replace_seconds": 0.05}
+    )
+    stick(fake, replica(0))  # the serving agent's node died; the standby takes over
+    hold_lease(fake, replica(1))
+    await poll(controller, fake)
+    assert sorted(agent_pods(fake)) == [replica(0), replica(1)], "within the grace: wait"
+
+    await settle(controller, fake, until=lambda: replica(2) in agent_pods(fake))
+    assert sorted(agent_pods(fake)) == [replica(0), replica(1), replica(2)]
+    assert not any(c.verb == "delete" and c.ref[1] == replica(0) for c in fake.calls)
+    assert [e["reason"] for e in events(fake, "AgentReplaced")] == ["AgentReplaced"]
+    assert [e["message"] for e in events(fake, "AgentFailover")] == [
+        f"agent pod {replica(1)} serves (was {replica(0)})"
+    ]
+    assert agent_ready(fake)[:2] == ("True", "AgentPodReady")
+    assert pod_ref(fake)["name"] == replica(1)
+
+    # the node comes back: the old pod is gone at last, the pool has its two replicas
+    fake.objects[PODS].pop((AGENTS, replica(0)))
+    fake.changes.append(("DELETED", PODS, {"metadata": {"name": replica(0), "namespace": AGENTS}}))
+    make_ready(fake, replica(2))
+    await poll(controller, fake)
+    assert sorted(agent_pods(fake)) == [replica(1), replica(2)]
+
+
+async def test_a_stuck_replica_that_recovers_makes_the_spare_go_never_the_holder(
+    fake: FakeKube,
+) -> None:
+    controller = await start(fake, 2, first=True)
+    controller.ctx.config = controller.config = type(controller.config)(
+        **{**controller.config.__dict__, "agent_replace_seconds": 0.05}
+    )
+    make_ready(fake, replica(0), replica(1))
+    hold_lease(fake, replica(1))
+    await poll(controller, fake)
+    make_ready(fake, replica(0), ready=False)  # its node NotReady: the pod marked so
+    await settle(controller, fake, until=lambda: replica(2) in agent_pods(fake))
+    make_ready(fake, replica(0), replica(2))  # the node is back
+    await poll(controller, fake)
+    pods = agent_pods(fake)
+    assert len(pods) == 2
+    assert replica(1) in pods  # the holder stays
+
+
+async def test_a_replica_never_ready_yet_is_starting_not_stuck(fake: FakeKube) -> None:
+    controller = await start(fake, 2, first=True)
+    controller.ctx.config = controller.config = type(controller.config)(
+        **{**controller.config.__dict__, "agent_replace_seconds": 0.01}
+    )
+    await poll(controller, fake)
+    await poll(controller, fake)
+    assert sorted(agent_pods(fake)) == [replica(0), replica(1)]
