@@ -27,6 +27,7 @@ import ctypes
 import logging
 import os
 import selectors
+import signal
 import socket
 import subprocess
 import sys
@@ -140,6 +141,8 @@ class SimulatedPod:
     restarts: int = 0
     ready: bool | None = None
     status_sent: dict[str, Any] = field(default_factory=dict)
+    crashed: bool = False
+    """Its node died: the process frozen, the link cut, no more status from its kubelet."""
 
 
 class NodeSimulator:
@@ -274,6 +277,8 @@ class NodeSimulator:
         pod.proc = pod.netns.popen(argv, pod.netns.workdir / "agent.log", env=env)
 
     def _check(self, pod: SimulatedPod) -> None:
+        if pod.crashed:
+            return
         if pod.proc is not None and not pod.proc.alive():
             pod.restarts += 1
             log.info("nodesim: agent of pod %s exited; restarting", pod.name)
@@ -315,7 +320,7 @@ class NodeSimulator:
 
     def _teardown(self, pod: SimulatedPod) -> None:
         if pod.proc is not None and pod.proc.alive():
-            pod.proc.stop()
+            pod.proc.stop(signal.SIGKILL if pod.crashed else signal.SIGTERM)
         pod.forward.close()
         _delete_namespace(pod.netns.name)
         if pod.netns in self.lab.nodes:
@@ -327,6 +332,19 @@ class NodeSimulator:
     def pod(self, name: str) -> SimulatedPod | None:
         with self._lock:
             return self.pods.get(name)
+
+    def crash_node_of(self, name: str) -> None:
+        """The node of pod `name` dies: its agent is frozen (its kernel would still hold
+        its addresses), its link goes down, its kubelet reports nothing more; then, as the
+        node lifecycle controller does once the node is NotReady, the pod is marked not
+        Ready."""
+        pod = self.pod(name)
+        assert pod is not None, f"no pod {name}"
+        assert pod.proc is not None, f"pod {name} runs no agent"
+        pod.crashed = True
+        pod.proc.send_signal(signal.SIGSTOP)
+        pod.netns.ip("link", "set", pod.netns.iface, "down")
+        self._patch_status(pod, ready=False)
 
     def kill_agent(self, name: str) -> int:
         """SIGKILL a pod's agent process (the simulator restarts it); returns its pid."""
