@@ -8,7 +8,10 @@
 #                    BENCH_ARGS="--servers agent,kea --halt-poll-ns 200000" and so on)
 #   make bench-controller  1,000 VMs on one pool against the test API server
 #   make fuzz        long property run of the DHCP parser
-#   make demo        the whole system on this machine: a VM gets its address (root)
+#   make demo        the whole system on this machine: a VM gets its address (root;
+#                    DEMO_KEEP=1 keeps it running until Ctrl-C)
+#   make demo-vm NAME=vm-2 MAC=52:54:00:00:00:02   add a VM to that running demo, or run a
+#                    VM's DHCP client again (NAME=test-vm)
 #   make e2e-kind    the cluster suites against a kind cluster (needs Docker; not in make test)
 
 PYTHON ?= python3
@@ -32,7 +35,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: images image-controller image-webhook image-agent run-controller run-agent
-.PHONY: all test lint fmt unit venv deps bench-ipam bench-core bench-dhcp bench-controller fuzz demo e2e-kind clean
+.PHONY: all test lint fmt unit venv deps bench-ipam bench-core bench-dhcp bench-controller fuzz demo demo-vm e2e-kind clean
 
 all: images
 
@@ -85,6 +88,10 @@ fuzz: $(STAMP)
 
 demo: $(STAMP) deps
 	$(BIN)/python -m tests.demo
+
+# no prerequisites: a demo is running, so everything it needs is there
+demo-vm:
+	$(BIN)/python -m tests.demo_vm "$(NAME)" $(MAC)
 
 e2e-kind: $(STAMP)
 	scripts/e2e-kind.sh

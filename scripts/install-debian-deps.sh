@@ -16,10 +16,25 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
+# The anchors (Kea, dnsmasq) are started by the tests and the benchmark on demand, never as
+# system services: a policy-rc.d that answers 101 ("action forbidden") keeps the packages'
+# maintainer scripts from starting them, under systemd (deb-systemd-invoke) and sysvinit
+# (invoke-rc.d) alike. So nothing needs stopping afterwards, and no process is killed by
+# name: a Kea or dnsmasq already running on this machine is left alone. An existing
+# policy-rc.d is the administrator's, and is kept.
+policy=/usr/sbin/policy-rc.d
+ours=""
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\n# written by vm-dhcp scripts/install-debian-deps.sh while it installs\nexit 101\n' >"$policy"
+  chmod 0755 "$policy"
+  ours=$policy
+  trap 'rm -f "$ours"' EXIT
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The anchors are started by the benchmark on demand, never as system services.
-for unit in kea-dhcp4-server isc-kea-dhcp4-server dnsmasq; do
-  systemctl disable --now "$unit" >/dev/null 2>&1 || true
+# Installed now, so not wanted at boot either (only the units of packages installed here).
+for p in "${missing[@]}"; do
+  case "$p" in
+    kea-dhcp4-server) systemctl disable kea-dhcp4-server >/dev/null 2>&1 || true ;;
+  esac
 done
-pkill -x kea-dhcp4 2>/dev/null || true

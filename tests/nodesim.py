@@ -246,12 +246,17 @@ class NodeSimulator:
             for init in pod.spec.init_containers or []:
                 netns.run(list(init.command or []) + list(init.args or []), timeout=30)
             env = {e.name: e.value for e in container.env or [] if e.value is not None}
-            for e in container.env or []:  # the downward API's two fields the agent uses
+            downward = {
+                "metadata.name": name,
+                "metadata.namespace": pod.metadata.namespace,
+                "metadata.uid": pod.metadata.uid,
+            }
+            for e in container.env or []:  # the downward API's fields the agent uses
                 field_path = (
                     e.value_from and e.value_from.field_ref and e.value_from.field_ref.field_path
                 )
-                if field_path in ("metadata.name", "metadata.namespace"):
-                    env[e.name] = name if field_path == "metadata.name" else pod.metadata.namespace
+                if field_path in downward:
+                    env[e.name] = downward[field_path]
             simulated = SimulatedPod(
                 name=name,
                 uid=pod.metadata.uid,

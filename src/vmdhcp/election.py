@@ -19,6 +19,7 @@ from vmdhcp.errors import ApiError
 log = logging.getLogger("vmdhcp.election")
 
 JITTER_FACTOR = 1.2
+RELEASE_ATTEMPTS = 3
 """client-go's: acquire attempts are spaced retry_period * (1 + JITTER_FACTOR * U[0, 1))."""
 
 _FIELDS = ("holderIdentity", "renewTime", "acquireTime", "leaseTransitions", "leaseDurationSeconds")
@@ -136,8 +137,10 @@ class LeaderElector:
     async def acquire(self) -> None:
         """Return once we lead; cancel to stop contending."""
         self._releasing = False
-        while not await self._attempt(self.renew_deadline):
-            self._nudged.clear()
+        while True:
+            self._nudged.clear()  # before the attempt: a change seen during it counts
+            if await self._attempt(self.renew_deadline):
+                return
             pause = asyncio.ensure_future(
                 self._sleep(self.retry_period * (1 + self.jitter * random.random()))
             )
@@ -174,8 +177,8 @@ class LeaderElector:
         try:
             while True:
                 await self.acquire()
-                await on_started_leading()
-                try:
+                try:  # a cancel while starting must also run the stop callback
+                    await on_started_leading()
                     await self.renew_until_lost()
                 finally:
                     self._stop("cancelled", logging.WARNING)
@@ -190,24 +193,43 @@ class LeaderElector:
             return False
         self._releasing = True  # a renewal still in flight must not make us lead again
         self._stop("releasing the lease", logging.WARNING)
-        now = _micro(self._wall())
-        spec = self._spec | {
-            "holderIdentity": "",
-            "leaseDurationSeconds": 1,
-            "acquireTime": now,
-            "renewTime": now,
-        }
-        body = self._lease | {"spec": spec}
-        try:
-            written = await self._bounded(
-                self.client.replace_lease(self.namespace, self.name, body), self.renew_deadline
-            )
-        except (ApiError, TimeoutError, OSError) as exc:
-            log.warning("could not release the lease %s/%s: %s", self.namespace, self.name, exc)
-            return False
-        self._observe(written)
-        log.info("released the lease %s/%s", self.namespace, self.name)
-        return True
+        for _ in range(RELEASE_ATTEMPTS):
+            now = _micro(self._wall())
+            spec = self._spec | {
+                "holderIdentity": "",
+                "leaseDurationSeconds": 1,
+                "acquireTime": now,
+                "renewTime": now,
+            }
+            body = (self._lease or {}) | {"spec": spec}
+            try:
+                written = await self._bounded(
+                    self.client.replace_lease(self.namespace, self.name, body),
+                    self.renew_deadline,
+                )
+            except ApiError as exc:
+                if not exc.conflict:
+                    log.warning("could not release the lease %s/%s: %s", *self._id(), exc)
+                    return False
+                # a renewal of ours landed first (it outlives its cancelled caller): read
+                # the new version, and release that one if it is still ours
+                try:
+                    self._lease = await self.client.read_lease(self.namespace, self.name)
+                except (ApiError, TimeoutError, OSError):
+                    return False
+                if self.observed_holder != self.identity:
+                    return False
+                continue
+            except (TimeoutError, OSError) as exc:
+                log.warning("could not release the lease %s/%s: %s", *self._id(), exc)
+                return False
+            self._observe(written)
+            log.info("released the lease %s/%s", self.namespace, self.name)
+            return True
+        return False
+
+    def _id(self) -> tuple[str, str]:
+        return self.namespace, self.name
 
     async def _try(self, start: float, now: str) -> bool:
         try:

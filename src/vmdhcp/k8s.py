@@ -22,9 +22,13 @@ __all__ = ["ApiError", "Kube"]
 
 
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
-    """A client for `kubeconfig` when the file exists, else the in-cluster configuration
-    (upstream's rule); raises the client's ConfigException when neither works."""
-    if kubeconfig and Path(kubeconfig).exists():
+    """A client for `kubeconfig`, else (no path given) the in-cluster configuration;
+    raises the client's ConfigException when neither works. A path given that does not
+    exist is that error, named (upstream fell back to in-cluster and failed with "Service
+    host/port is not set")."""
+    if kubeconfig:
+        if not Path(kubeconfig).exists():
+            raise config.ConfigException(f"--kubeconfig {kubeconfig}: no such file")
         return config.new_client_from_config(config_file=kubeconfig, context=context)
     config.load_incluster_config()
     return client.ApiClient()

@@ -368,7 +368,11 @@ def run_scenario(installed: Installed, logs: dict[str, Path]) -> None:
             {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}},
         )
         agent_container = pod["spec"]["containers"][0]
-        downward = {"metadata.name": pod["metadata"]["name"], "metadata.namespace": NAMESPACE}
+        downward = {
+            "metadata.name": pod["metadata"]["name"],
+            "metadata.namespace": NAMESPACE,
+            "metadata.uid": pod["metadata"]["uid"],
+        }
         agent_env = {
             e["name"]: e["value"]
             if "value" in e

@@ -130,7 +130,11 @@ def test_one_replica_serves_and_the_other_takes_over_on_sigterm(pair: Pair) -> N
     lease = client.acquire()
     assert str(lease.ip) == "192.168.48.82"
     assert str(lease.server_id) == "192.168.48.77"
-    assert standby.metric("vmdhcp_agent_dropped_total", reason="standby") >= 2  # heard, kept quiet
+    wait_for(  # it heard the client, and kept quiet
+        lambda: standby.metric("vmdhcp_agent_dropped_total", reason="standby") >= 2,
+        5,
+        "the standby to count the client's requests it dropped",
+    )
     assert standby.metric("vmdhcp_agent_replies_sent_total") == 0
     client.stop()
 

@@ -361,9 +361,15 @@ def test_vm_gets_a_vmnetcfg_and_the_lowest_free_address(env: Env, controller: Ag
     assert ipams["192.168.48.83"] == "false"
     assert "192.168.48.81" not in ipams
     assert len(ipams) == 8
-    status, text = controller.get("/ipams/nope/nope")
-    assert status == 500
-    assert text == "failed to list ipam of nope/nope: network nope/nope does not exist"
+    # a network no pool serves: 404, upstream's message (a bare 500 there) in a JSON body
+    assert controller.get("/ipams/nope/nope") == (
+        404,
+        {"error": "failed to list ipam of nope/nope: network nope/nope does not exist"},
+    )
+    assert controller.get("/caches/nope/nope") == (
+        404,
+        {"error": "failed to list cache of nope/nope: network nope/nope does not exist"},
+    )
     labels = f'ippool="{env.ns}/net-48",network="{network}"'
     assert (
         controller.metric(f'vmdhcpcontroller_ippool_used{{cidr="192.168.48.0/24",{labels}}}') == 1

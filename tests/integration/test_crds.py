@@ -176,6 +176,25 @@ EXPECTED_COLUMNS = {
     ],
 }
 
+#: Columns of ours, inserted before AGE: (name, type, jsonPath, priority); priority 1 shows
+#: with `-o wide` only. Each reads the first NIC (a column holds one value).
+ADDED_COLUMNS = {
+    IPPOOLS: [],
+    VMNETCFGS: [
+        ("ADDRESS", "string", ".status.networkConfigs[0].allocatedIPAddress", 0),
+        ("STATE", "string", ".status.networkConfigs[0].state", 0),
+        ("NETWORK", "string", ".status.networkConfigs[0].networkName", 1),
+        ("MAC", "string", ".status.networkConfigs[0].macAddress", 1),
+    ],
+}
+
+
+def served_columns(plural: str, wide: bool = False) -> list[str]:
+    """The column names `kubectl get` prints (after NAME), `-o wide` when `wide`."""
+    *upstream, age = (name for name, _, _ in EXPECTED_COLUMNS[plural])
+    ours = [name for name, _, _, priority in ADDED_COLUMNS[plural] if wide or priority == 0]
+    return [*upstream, *ours, age]
+
 
 @pytest.mark.parametrize("plural", [IPPOOLS, VMNETCFGS])
 def test_served_crd_matches_upstream_names_and_columns(api_client: ApiClient, plural: str) -> None:
@@ -197,8 +216,16 @@ def test_served_crd_matches_upstream_names_and_columns(api_client: ApiClient, pl
     [version] = crd["spec"]["versions"]
     assert (version["name"], version["served"], version["storage"]) == (VERSION, True, True)
     assert version["subresources"] == {"status": {}}
-    columns = [(c["name"], c["type"], c["jsonPath"]) for c in version["additionalPrinterColumns"]]
-    assert columns == EXPECTED_COLUMNS[plural]
+    served = version["additionalPrinterColumns"]
+    upstream = [(c["name"], c["type"], c["jsonPath"]) for c in served if c.get("priority", 0) == 0]
+    ours = {(name, kind, path) for name, kind, path, _ in ADDED_COLUMNS[plural]}
+    # upstream's columns, in upstream's order, with ours only added
+    assert [column for column in upstream if column not in ours] == EXPECTED_COLUMNS[plural]
+    assert [
+        (c["name"], c["type"], c["jsonPath"], c.get("priority", 0))
+        for c in served
+        if (c["name"], c["type"], c["jsonPath"]) in ours
+    ] == ADDED_COLUMNS[plural]
 
 
 def test_crd_files_are_the_two_expected_crds() -> None:
@@ -885,7 +912,7 @@ def test_kubectl_get_ippool_shows_the_printer_columns(
 ) -> None:
     create(custom_api, namespace, ippool())
     [row] = parse_kubectl_table(kubectl("get", resource, "-n", namespace))
-    assert list(row) == ["NAME", *(name for name, _, _ in EXPECTED_COLUMNS[IPPOOLS])]
+    assert list(row) == ["NAME", *served_columns(IPPOOLS)]
     assert row["NAME"] == "net-48"
     assert row["NETWORK"] == "default/net-48"
     assert row["AVAILABLE"] == row["USED"] == row["REGISTERED"] == ""
@@ -897,7 +924,7 @@ def test_kubectl_get_vmnetcfg_shows_the_printer_columns(
 ) -> None:
     create(custom_api, namespace, vmnetcfg())
     [row] = parse_kubectl_table(kubectl("get", resource, "-n", namespace))
-    assert list(row) == ["NAME", *(name for name, _, _ in EXPECTED_COLUMNS[VMNETCFGS])]
+    assert list(row) == ["NAME", *served_columns(VMNETCFGS)]
     assert (row["NAME"], row["VMNAME"]) == ("test-vm", "test-vm")
 
 
@@ -927,11 +954,49 @@ def test_kubectl_get_vmnetcfg_shows_the_status(
         GROUP, VERSION, namespace, VMNETCFGS, "test-vm", {"status": VMNETCFG_STATUS}
     )
     [row] = parse_kubectl_table(kubectl("get", "vmnetcfg", "-n", namespace))
-    assert {k: row[k] for k in ("ALLOCATED", "DISABLED", "INSYNCED")} == {
+    assert {k: row[k] for k in ("ALLOCATED", "DISABLED", "INSYNCED", "ADDRESS", "STATE")} == {
         "ALLOCATED": "True",
         "DISABLED": "False",
         "INSYNCED": "True",
+        "ADDRESS": "192.168.48.82",
+        "STATE": "Allocated",
     }
+
+
+def test_kubectl_get_vmnetcfg_wide_shows_the_network_and_mac(
+    custom_api: CustomObjectsApi, namespace: str, kubectl: Callable[..., str]
+) -> None:
+    """-o wide adds the first NIC's network and MAC. Every column reads that same NIC: a
+    first NIC still pending shows no address, not the second NIC's."""
+    create(custom_api, namespace, vmnetcfg())
+    [row] = parse_kubectl_table(kubectl("get", "vmnetcfg", "-n", namespace, "-o", "wide"))
+    assert list(row) == ["NAME", *served_columns(VMNETCFGS, wide=True)]
+    assert (row["ADDRESS"], row["STATE"], row["NETWORK"], row["MAC"]) == ("", "", "", "")
+    pending_first = {
+        "networkConfigs": [
+            {
+                "macAddress": "fa:cf:8e:50:82:fc",
+                "networkName": "default/net-48",
+                "state": "Pending",
+            },
+            {
+                "allocatedIPAddress": "192.168.49.82",
+                "macAddress": "fa:cf:8e:50:82:fd",
+                "networkName": "default/net-49",
+                "state": "Allocated",
+            },
+        ]
+    }
+    custom_api.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, VMNETCFGS, "test-vm", {"status": pending_first}
+    )
+    [row] = parse_kubectl_table(kubectl("get", "vmnetcfg", "-n", namespace, "-o", "wide"))
+    assert (row["ADDRESS"], row["STATE"], row["NETWORK"], row["MAC"]) == (
+        "",
+        "Pending",
+        "default/net-48",
+        "fa:cf:8e:50:82:fc",
+    )
 
 
 @pytest.mark.parametrize(

@@ -347,11 +347,27 @@ def test_status_writes_and_unrelated_updates_pass_on_a_broken_pool(
     api_request(api_client, "PATCH", f"{path}/status", body=status, content_type=merge)
     labels = {"metadata": {"labels": {"team": "a"}}}
     api_request(api_client, "PATCH", path, body=labels, content_type=merge)
-    worse = {"spec": {"ipv4Config": {"leaseTime": 0}}}
+    worse = {"spec": {"ipv4Config": {"leaseTime": 4294967296}}}
     assert refusal(api_client, "PATCH", path, worse, content_type=merge).endswith(
         f"cannot update IPPool {namespace}/net-1 because "
-        "lease time 0 is not a positive number of seconds"
+        "lease time 4294967296 is more than 4294967295 seconds"
     )
+
+
+def test_a_lease_time_of_zero_means_one_year_and_is_accepted(
+    webhook: Webhook, api_client: ApiClient, namespace: str
+) -> None:
+    """The CRD says unset, 0 or negative means one year (the agent serves 31536000), and
+    upstream's webhook has no lease time rule: the webhook agrees, on create and update."""
+    nad(api_client, namespace, "net-1")
+    body = ippool(namespace, "net-1", f"{namespace}/net-1", "10.1.0.0/24", leaseTime=0)
+    assert create(api_client, IPPOOLS, body)["spec"]["ipv4Config"]["leaseTime"] == 0
+    path = f"{GROUP_PATH}/namespaces/{namespace}/ippools/net-1"
+    patch = {"spec": {"ipv4Config": {"leaseTime": -1}}}
+    patched = api_request(
+        api_client, "PATCH", path, body=patch, content_type="application/merge-patch+json"
+    )
+    assert patched["spec"]["ipv4Config"]["leaseTime"] == -1
 
 
 # --------------------------------------------------------------------------------------------

@@ -56,6 +56,10 @@ class Agent:
         self.events: EventPoster | None = None
         self.trace = config.log_level == "TRACE"
         self._ntp_cache: dict[str, tuple[float, tuple[IPv4Address, ...]]] = {}
+        self._ntp_errors: dict[str, str] = {}
+        """NTP host name -> why it did not resolve last time (named in the warning)."""
+        self._warned: frozenset[str] = frozenset()
+        """The pool's problems already logged: each is logged once, not per pool version."""
         self.heartbeat = time.monotonic()
         """When the event loop last ran (see `health_problem`)."""
         self._ingress: dict[tuple[str, int], Ingress] = {}
@@ -71,6 +75,8 @@ class Agent:
         loop, which applies IPPool versions, has not run for HEARTBEAT_LIMIT seconds."""
         if self.protocol is not None and not self.protocol.receiving:
             return "dhcp receive thread stopped"
+        if self.leadership is not None and self.leadership.problem:
+            return self.leadership.problem
         stalled = time.monotonic() - self.heartbeat
         if stalled > HEARTBEAT_LIMIT:
             return f"event loop stalled for {stalled:.0f}s"
@@ -186,6 +192,7 @@ class Agent:
             if self.state is not None:
                 log.warning("ippool %s is gone: serving nothing", self.config.ippool_ref)
             self.state = None
+            self._warned = frozenset()
             self.metrics.leases.set(0)
             self.metrics.ready.set(0)
             return
@@ -193,7 +200,9 @@ class Agent:
             self.events.uid = pool.metadata.uid
         resolved = await self._resolve_ntp(ntp_hostnames(pool))
         try:
-            state = build_state(pool, resolved, self.config.reply_cache_size)
+            state = build_state(
+                pool, resolved, self.config.reply_cache_size, ntp_errors=self._ntp_errors
+            )
         except PoolStateError as exc:
             self.metrics.reloads.labels("error").inc()
             log.error(
@@ -206,12 +215,21 @@ class Agent:
         self.metrics.reloads.labels("ok").inc()
         self.metrics.leases.set(len(state.leases))
         self.metrics.ready.set(1 if self.ready else 0)
-        for problem in state.problems:
-            log.warning("ippool %s: %s", self.config.ippool_ref, problem)
+        self._log_problems(state.problems)
         if previous is None or previous.config != state.config or previous.leases != state.leases:
             log.info("serving ippool %s: %s", self.config.ippool_ref, state.describe())
         if self.leadership is not None:
             await self.leadership.pool_changed(state.config)
+
+    def _log_problems(self, problems: tuple[str, ...]) -> None:
+        """A warning when a problem appears, a line when it is gone; nothing while it stays
+        (a pool gets a new version at every allocation)."""
+        for problem in problems:
+            if problem not in self._warned:
+                log.warning("ippool %s: %s", self.config.ippool_ref, problem)
+        for problem in sorted(self._warned.difference(problems)):
+            log.info("ippool %s: no longer: %s", self.config.ippool_ref, problem)
+        self._warned = frozenset(problems)
 
     async def _resolve_ntp(self, names: tuple[str, ...]) -> dict[str, tuple[IPv4Address, ...]]:
         loop = asyncio.get_running_loop()
@@ -229,10 +247,11 @@ class Agent:
                 )
                 addresses = tuple(sorted({IPv4Address(info[4][0]) for info in infos}))
                 expires = now + NTP_CACHE_SECONDS
+                self._ntp_errors.pop(name, None)
             except (OSError, TimeoutError, ValueError) as exc:  # ValueError: IDNA, ".."
-                log.warning(
-                    "ntp server %r does not resolve (%s); skipping it", name, exc or "timeout"
-                )
+                # warned about once, as a problem of the pool (see `_log_problems`)
+                self._ntp_errors[name] = str(exc) or "timeout"
+                log.debug("ntp server %r does not resolve: %s", name, self._ntp_errors[name])
                 addresses, expires = (), now + NTP_FAILURE_CACHE_SECONDS
             self._ntp_cache[name] = (expires, addresses)
             out[name] = addresses
@@ -298,7 +317,7 @@ async def run(config: AgentConfig) -> int:
             agent.leadership = Leadership(
                 config.nic,
                 config.namespace,
-                config.name,
+                config.identity,
                 (source.namespace, source.name),
                 agent.metrics,
                 dry_run=config.dry_run,

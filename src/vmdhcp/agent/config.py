@@ -51,6 +51,13 @@ class AgentConfig:
     """Replicas of this pool's agent: only the one holding the pool's Lease serves."""
     namespace: str = ""
     """Where that Lease lives (the agent pod's namespace)."""
+    uid: str = ""
+    """The pod's uid (env POD_UID): with the name, this replica's identity in the election,
+    so that a new pod of a reused name is never taken for the old one."""
+
+    @property
+    def identity(self) -> str:
+        return f"{self.name}_{self.uid}" if self.uid else self.name
 
     @property
     def ippool_ref(self) -> str:
@@ -71,33 +78,45 @@ class _Parser(argparse.ArgumentParser):
 def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p = _Parser(
         prog="vm-dhcp-agent",
-        description="DHCP server of one IPPool, serving the leases the controller allocated.",
+        description="DHCP server of one IPPool, serving the leases the controller allocated. "
+        "Required: one of --ippool-ref and --ippool-file. A flag overrides its environment "
+        "variable.",
     )
     p.add_argument(
         "--name",
         default=env.get("VM_DHCP_AGENT_NAME") or env.get("POD_NAME", ""),
-        help="instance name, and identity in the leader election (env POD_NAME)",
+        help="instance name, and identity in the leader election (env VM_DHCP_AGENT_NAME "
+        "or POD_NAME; required with --leader-election)",
     )
     p.add_argument(
         "--leader-election",
         action="store_true",
         default=_truthy(env.get("VM_DHCP_AGENT_LEADER_ELECTION")),
-        help="one of several replicas: serve only while holding the pool's Lease",
+        help="one of several replicas: serve only while holding the pool's Lease "
+        "(env VM_DHCP_AGENT_LEADER_ELECTION=true)",
     )
     p.add_argument(
         "--namespace",
         default=env.get("POD_NAMESPACE", ""),
-        help="where the pool's Lease lives (env POD_NAMESPACE)",
+        help="where the pool's Lease lives (env POD_NAMESPACE; required with --leader-election)",
     )
     p.add_argument(
-        "--kubeconfig", default=env.get("KUBECONFIG"), help="kubeconfig (in-cluster if absent)"
+        "--kubeconfig",
+        default=env.get("KUBECONFIG"),
+        metavar="PATH",
+        help="kubeconfig file; a path given must exist (env KUBECONFIG, default: the "
+        "in-cluster configuration)",
     )
-    p.add_argument("--kubecontext", default=env.get("KUBECONTEXT"), help="kubeconfig context")
+    p.add_argument(
+        "--kubecontext",
+        default=env.get("KUBECONTEXT"),
+        help="kubeconfig context (env KUBECONTEXT, default: its current-context)",
+    )
     p.add_argument(
         "--ippool-ref",
         default=env.get("IPPOOL_REF"),
         metavar="NAMESPACE/NAME",
-        help="the IPPool to serve (env IPPOOL_REF)",
+        help="the IPPool to serve (env IPPOOL_REF; this or --ippool-file is required)",
     )
     p.add_argument(
         "--ippool-file",
@@ -105,19 +124,21 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=env.get("IPPOOL_FILE"),
         metavar="PATH",
         help="serve an IPPool manifest (YAML or JSON, with status.ipv4.allocated) without "
-        "Kubernetes; re-read when it changes",
+        "Kubernetes; re-read when it changes (env IPPOOL_FILE)",
     )
     p.add_argument(
         "--nic", default=DEFAULT_NIC, help=f"interface to serve on (default {DEFAULT_NIC})"
     )
     p.add_argument("--dry-run", action="store_true", help="open no DHCP socket")
     p.add_argument("--enable-cache-dump-api", action="store_true", help="serve /leases")
-    p.add_argument("--http-address", default="0.0.0.0", help="HTTP listen address")
+    p.add_argument(
+        "--http-address", default="0.0.0.0", help="HTTP listen address (default 0.0.0.0)"
+    )
     p.add_argument(
         "--http-port",
         type=int,
         default=DEFAULT_HTTP_PORT,
-        help="HTTP port (/healthz, /readyz, /metrics, /leases)",
+        help=f"HTTP port of /healthz, /readyz, /metrics, /leases (default {DEFAULT_HTTP_PORT})",
     )
     p.add_argument(
         "--reply-cache-size",
@@ -125,15 +146,20 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=env.get("VM_DHCP_AGENT_REPLY_CACHE_SIZE", DEFAULT_CAPACITY),
         metavar="N",
         help="replies remembered per IPPool version for requests that repeat byte for byte "
-        f"but for their transaction id (default {DEFAULT_CAPACITY}, about 0.8 KB each; 0 "
-        "turns it off)",
+        "but for their transaction id, about 0.8 KB each; 0 turns it off "
+        f"(env VM_DHCP_AGENT_REPLY_CACHE_SIZE, default {DEFAULT_CAPACITY})",
     )
-    p.add_argument("--debug", action="store_true", default=_truthy(env.get("VM_DHCP_AGENT_DEBUG")))
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=_truthy(env.get("VM_DHCP_AGENT_DEBUG")),
+        help="log at DEBUG (env VM_DHCP_AGENT_DEBUG=true)",
+    )
     p.add_argument(
         "--trace",
         action="store_true",
         default=_truthy(env.get("VM_DHCP_AGENT_TRACE")),
-        help="log every packet and decision",
+        help="log every packet and decision (env VM_DHCP_AGENT_TRACE=true)",
     )
     p.add_argument("--version", action="version", version=f"vm-dhcp-agent {__version__}")
     return p
@@ -187,4 +213,5 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> AgentConfig:
         reply_cache_size=args.reply_cache_size,
         leader_election=args.leader_election,
         namespace=args.namespace,
+        uid=env.get("POD_UID", ""),
     )

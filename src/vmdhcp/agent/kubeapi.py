@@ -129,9 +129,12 @@ class Connection:
 
 
 def connect(kubeconfig: str | None, context: str | None = None) -> Connection:
-    """A connection from `kubeconfig` when the file exists, else the in-cluster
-    configuration (the rule of upstream's agent and of the `kubernetes` library)."""
-    if kubeconfig and Path(kubeconfig).exists():
+    """A connection from `kubeconfig`, else (no path given) the in-cluster configuration.
+    A path given that does not exist is an error naming it (upstream's agent fell back to
+    in-cluster, and failed there)."""
+    if kubeconfig:
+        if not Path(kubeconfig).exists():
+            raise KubeConfigError(f"--kubeconfig {kubeconfig}: no such file")
         return _from_kubeconfig(Path(kubeconfig), context)
     return _in_cluster()
 

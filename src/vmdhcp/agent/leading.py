@@ -3,10 +3,13 @@
 Every replica loads the pool and keeps it hot; they contend for the Lease
 `agent_lease_name(pool)` in their namespace with the control plane's election (skew-proof:
 `vmdhcp.election`). The leader puts the pool's serverIP/prefix on the NIC, announces it,
-and answers; a standby holds no address and answers nothing. The packet path asks the
-elector for every request, so a leader that could not renew stops answering at its renew
-deadline, and it removes the address then, before the Lease can pass (lease duration >
-renew deadline): two agents never serve at once. SIGTERM releases the Lease at once.
+and answers; a standby holds no address and answers nothing. The packet path asks for
+every request (`serving`): only a leader within its renew deadline that holds the address
+answers. One lock orders every change of the address, and a keeper brings the NIC in line
+with leadership every second (refreshing the address's lifetime, which the kernel enforces
+if this process stops): a leader that could not renew stops answering at its deadline and
+drops the address then, before the Lease can pass (lease duration > renew deadline), so
+two agents never serve at once. SIGTERM drops the address, then releases the Lease.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
 from ipaddress import IPv4Interface
+from typing import Any
 
 from vmdhcp.agent.kubeapi import Connection, LeaseApi
 from vmdhcp.agent.metrics import AgentMetrics
@@ -29,6 +32,7 @@ from vmdhcp.watching import list_then_watch
 log = logging.getLogger("vmdhcp.agent")
 
 LEASE_WATCH_SECONDS = 300
+KEEP_SECONDS = 1.0
 
 
 class Leadership:
@@ -52,21 +56,29 @@ class Leadership:
         self.metrics = metrics
         self.dry_run = dry_run
         self.timings = (lease_duration, renew_deadline, retry_period)
-        self.address = ServerAddress(nic)
+        self.address = ServerAddress(nic, lifetime=renew_deadline)
         self.elector: LeaderElector | None = None
         self.config: ServerConfig | None = None
-        self._task: asyncio.Task[None] | None = None
+        self.problem = ""
+        """Why this replica cannot take part any more (its /healthz then fails)."""
+        self._lock = asyncio.Lock()
+        self._cleared = False
+        self._tasks: list[asyncio.Task[None]] = []
         self._stopping = threading.Event()
-        self._watch: threading.Thread | None = None
         metrics.leader.set(0)
 
     def serving(self) -> bool:
-        """Asked for every request: only a leader within its renew deadline answers."""
-        return self.elector is not None and self.elector.is_leader()
+        """Asked for every request: a leader within its renew deadline, with its address."""
+        elector = self.elector
+        return (
+            elector is not None
+            and elector.is_leader()
+            and (self.dry_run or self.address.held is not None)
+        )
 
     def start(self, connection: Connection) -> None:
         lease_duration, renew_deadline, retry_period = self.timings
-        self.elector = LeaderElector(
+        elector = self.elector = LeaderElector(
             LeaseApi(connection),
             self.namespace,
             self.lease,
@@ -75,78 +87,118 @@ class Leadership:
             renew_deadline=renew_deadline,
             retry_period=retry_period,
         )
-        self._task = asyncio.create_task(
-            self.elector.run(self._started, self._stopped), name="leadership"
-        )
+        election = asyncio.create_task(elector.run(self._started, self._stopped), name="election")
+        election.add_done_callback(self._ended)
+        self._tasks = [election, asyncio.create_task(self._keep(), name="address-keeper")]
         loop = asyncio.get_running_loop()
-        elector = self.elector
-        self._watch = threading.Thread(
-            target=self._watch_lease,
-            args=(connection, lambda: loop.call_soon_threadsafe(elector.nudge)),
-            name="lease-watch",
-            daemon=True,
-        )
-        self._watch.start()
-
-    def _watch_lease(self, connection: Connection, nudge: Callable[[], object]) -> None:
-        """Every change of the Lease wakes the elector (a released Lease is taken at once,
-        not at the next retry); reads only, by a watch."""
-        path = f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases"
-        query = {"fieldSelector": f"metadata.name={self.lease}"}
-        list_then_watch(
-            lambda: connection.request("GET", path, query, timeout=15),
-            lambda version: connection.watch(
-                path, {**query, "resourceVersion": version}, LEASE_WATCH_SECONDS
-            ),
-            on_list=lambda listing, first: _ignore(nudge()),
-            on_event=lambda kind, body: _ignore(nudge()),
-            on_failure=lambda reason, retry_in: log.debug("lease watch: %s", reason),
-            stop=self._stopping,
-        )
+        threading.Thread(
+            target=self._watch_lease, args=(connection, loop), name="lease-watch", daemon=True
+        ).start()
 
     async def stop(self) -> None:
-        """Stop answering, drop the address, release the Lease (SIGTERM)."""
+        """SIGTERM: stop answering and drop the address, then release the Lease."""
         self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        async with self._lock:
+            await self.address.drop()
 
     async def pool_changed(self, config: ServerConfig) -> None:
-        """A new pool version: a leader follows a changed serverIP or subnet. A standby
-        makes sure it does not hold the address (left by a killed process of its pod)."""
+        """A new pool version: a leader follows a changed serverIP or subnet."""
         self.config = config
-        if self.serving():
-            await self._hold()
-        elif not self.dry_run and self.address.held is None:
-            await self.address.clear(self._interface())
+        await self._converge()
+
+    # -- keeping the address in line with leadership -----------------------------------------
 
     async def _started(self) -> None:
         log.info("leading ippool agents (lease %s/%s): serving", self.namespace, self.lease)
         self.metrics.leader.set(1)
         self.metrics.leader_transitions.inc()
-        await self._hold()
+        await self._converge()
 
     async def _stopped(self) -> None:
         log.warning("no longer leading (lease %s/%s): not serving", self.namespace, self.lease)
         self.metrics.leader.set(0)
         self.metrics.leader_transitions.inc()
-        if not self.dry_run:
-            await self.address.drop()
+        await self._converge()
 
-    def _interface(self) -> IPv4Interface:
-        assert self.config is not None
-        return IPv4Interface(f"{self.config.server_ip}/{self.config.subnet.prefixlen}")
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(KEEP_SECONDS)
+            try:
+                await self._converge()
+            except Exception:  # the keeper's boundary: try again next second
+                log.exception("cannot keep the server address in line with leadership")
 
-    async def _hold(self) -> None:
+    async def _converge(self) -> None:
         if self.dry_run or self.config is None:
             return
-        interface = self._interface()
+        interface = IPv4Interface(f"{self.config.server_ip}/{self.config.subnet.prefixlen}")
+        elector = self.elector
+        async with self._lock:
+            if elector is not None and elector.is_leader():
+                fresh = await self.address.hold(interface)
+                if not elector.is_leader():  # the deadline passed while `ip` ran
+                    await self.address.drop()
+                elif fresh:
+                    await self._announce(interface)
+            elif self.address.held is not None:
+                await self.address.drop()
+            elif not self._cleared:
+                await self.address.clear(interface)  # left by a killed process of this pod
+                self._cleared = True
+
+    async def _announce(self, interface: IPv4Interface) -> None:
         try:
-            mac: bytes | None = interface_mac(self.nic)
-        except OSError:
-            mac = None
-        await self.address.hold(interface, mac)
+            mac = interface_mac(self.nic)
+        except OSError as exc:
+            log.warning("cannot announce %s: no MAC for %s: %s", interface, self.nic, exc)
+            return
+        await self.address.announce(interface.ip, mac)
 
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        self.problem = f"leader election stopped: {error!r}"
+        log.error("%s", self.problem)
 
-def _ignore(_: object) -> None:
-    return None
+    # -- the Lease's changes wake the elector ------------------------------------------------
+
+    def _watch_lease(self, connection: Connection, loop: asyncio.AbstractEventLoop) -> None:
+        """A change of holder (a release, a takeover) wakes the elector: a released Lease
+        is taken at once, not at the next retry. Reads only, by a watch."""
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases"
+        query = {"fieldSelector": f"metadata.name={self.lease}"}
+        last: list[str | None] = [None]
+
+        def seen(body: dict[str, Any]) -> None:
+            holder = str((body.get("spec") or {}).get("holderIdentity") or "")
+            if holder != last[0] and self.elector is not None and not self._stopping.is_set():
+                last[0] = holder
+                try:
+                    loop.call_soon_threadsafe(self.elector.nudge)
+                except RuntimeError:  # the loop closed: the agent is stopping
+                    self._stopping.set()
+
+        def listed(listing: dict[str, Any], first: bool) -> None:
+            for item in listing.get("items") or []:
+                seen(item)
+
+        list_then_watch(
+            lambda: connection.request("GET", path, query, timeout=15),
+            lambda version: connection.watch(
+                path, {**query, "resourceVersion": version}, LEASE_WATCH_SECONDS
+            ),
+            on_list=listed,
+            on_event=lambda kind, body: seen(body),
+            on_failure=lambda reason, retry_in: log.warning(
+                "lease %s/%s: watch failed (%s); a released lease is noticed at the next "
+                "retry instead",
+                self.namespace,
+                self.lease,
+                reason,
+            ),
+            stop=self._stopping,
+        )

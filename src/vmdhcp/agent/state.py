@@ -90,11 +90,13 @@ def build_state(
     pool: IPPool,
     resolved_ntp: Mapping[str, tuple[IPv4Address, ...]] | None = None,
     reply_cache_size: int = DEFAULT_CAPACITY,
+    ntp_errors: Mapping[str, str] | None = None,
 ) -> PoolState:
     """Derive what to serve from `pool`.
 
     `resolved_ntp` maps NTP host names to their IPv4 addresses (resolved by the caller,
-    as upstream does from the agent pod); unresolved names are dropped with a problem.
+    as upstream does from the agent pod); unresolved names are dropped with a problem,
+    which says why when `ntp_errors` (name -> the resolver's error) does.
     """
     config = pool.spec.ipv4_config
     if config is None:
@@ -111,7 +113,11 @@ def build_state(
         except ValueError:
             found = (resolved_ntp or {}).get(entry.strip(), ())
             if not found:
-                problems.append(f"ntp server {entry!r} did not resolve to an IPv4 address")
+                why = (ntp_errors or {}).get(entry.strip())
+                problems.append(
+                    f"ntp server {entry!r} did not resolve to an IPv4 address"
+                    + (f" ({why})" if why else "")
+                )
             ntp.extend(found)
     try:
         server_config = ServerConfig(

@@ -1,6 +1,8 @@
-"""The serving agent's address: the pool's serverIP put on the NIC when it starts leading,
-announced with gratuitous ARP (keepalived and MetalLB do the same) so that clients and
-switches move to it at once, and removed when it stops, before another agent may lead."""
+"""The serving agent's address: the pool's serverIP put on the NIC while leading, with a
+lifetime the leader keeps refreshing (the kernel drops it by itself if the process stops:
+a frozen leader cannot keep it past its renew deadline), announced with gratuitous ARP so
+that clients and switches move to it at once (as keepalived and MetalLB do), and removed
+when leadership ends, before another agent may lead."""
 
 from __future__ import annotations
 
@@ -27,32 +29,45 @@ def gratuitous_arp(mac: bytes, address: IPv4Address) -> bytes:
 
 
 async def _ip(*args: str) -> tuple[int, str]:
+    """Run `ip`; a cancelled call kills it first (a late `add` must not outlive a drop)."""
     process = await asyncio.create_subprocess_exec(
         "ip", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
-    _, err = await process.communicate()
+    try:
+        _, err = await process.communicate()
+    except asyncio.CancelledError:
+        process.kill()
+        await process.wait()
+        raise
     return process.returncode or 0, err.decode(errors="replace").strip()
 
 
 class ServerAddress:
-    """Holds `interface` (serverIP/prefix) on `nic` while leading."""
+    """`interface` (serverIP/prefix) on `nic`, held while leading."""
 
-    def __init__(self, nic: str) -> None:
+    def __init__(self, nic: str, lifetime: float) -> None:
         self.nic = nic
+        self.lifetime = max(1, int(lifetime))
         self.held: IPv4Interface | None = None
 
-    async def hold(self, interface: IPv4Interface, mac: bytes | None) -> None:
-        if self.held == interface:
-            return
-        await self.drop()
-        code, err = await _ip("-4", "address", "add", str(interface), "dev", self.nic)
-        if code and "File exists" not in err:
+    async def hold(self, interface: IPv4Interface) -> bool:
+        """Put it on the NIC or refresh its lifetime; True when newly held."""
+        if self.held is not None and self.held != interface:
+            await self.drop()
+        lifetime = str(self.lifetime)
+        code, err = await _ip(
+            "-4", "address", "replace", str(interface), "dev", self.nic,
+            "valid_lft", lifetime, "preferred_lft", lifetime,
+        )  # fmt: skip
+        if code:
             log.error("cannot put %s on %s: %s", interface, self.nic, err)
-            return
+            self.held = None
+            return False
+        fresh = self.held != interface
         self.held = interface
-        log.info("serving address %s on %s", interface, self.nic)
-        if mac is not None:
-            await self.announce(interface.ip, mac)
+        if fresh:
+            log.info("serving address %s on %s", interface, self.nic)
+        return fresh
 
     async def announce(self, address: IPv4Address, mac: bytes) -> None:
         frame = gratuitous_arp(mac, address)

@@ -137,13 +137,31 @@ async def _delete_pod(ctx: Context, pod_ref: Ref, by_name: bool = False) -> None
 
 async def _ensure_pdb(ctx: Context, ref: Ref) -> None:
     namespace = ctx.config.agent_namespace
+    body = agent_pdb(
+        pool_namespace=ref[0],
+        pool_name=ref[1],
+        agent_namespace=namespace,
+        replicas=ctx.config.agent_replicas,
+    )
     try:
-        await ctx.kube.read_pdb(namespace, agent_base_name(*ref))
-        return
+        current = await ctx.kube.read_pdb(namespace, agent_base_name(*ref))
     except ApiError as exc:
         if not exc.not_found:
             raise
-    body = agent_pdb(pool_namespace=ref[0], pool_name=ref[1], agent_namespace=namespace)
+        current = None
+    if current is not None:
+        spec = current.get("spec") or {}
+        wanted = body["spec"]
+        if (
+            all(
+                spec.get(key) == wanted[key]
+                for key in ("minAvailable", "unhealthyPodEvictionPolicy")
+            )
+            and "maxUnavailable" not in spec
+        ):
+            return
+        # another number of replicas, or an older budget: replaced (no patch grant needed)
+        await ctx.kube.delete_pdb(namespace, agent_base_name(*ref), uid=uid(current) or None)
     try:
         await ctx.kube.create_pdb(namespace, body)
     except ApiError as exc:
@@ -400,7 +418,7 @@ async def _ensure_replicas(
     strays = _strays(ctx, ref)
     for stray in strays:
         await _delete_pod(ctx, ref_of(stray))
-    holder = await _lease_holder(ctx, ref)
+    holder, _, holder_uid = (await _lease_holder(ctx, ref)).partition("_")
     present = {
         index: pod
         for index in range(REPLICA_SLOTS)
@@ -426,7 +444,8 @@ async def _ensure_replicas(
         ctx.events.post(
             body, "IPPool", "AgentFailover", f"agent pod {holder} serves (was {previous})"
         )
-    stale = next_to_roll(replicas, holder, image)
+    deleted = any(_terminating(pod) for pod in counted.values()) or len(counted) < len(present)
+    stale = None if deleted else next_to_roll(replicas, holder, image)
     if stale is not None and ANNOTATION_HOLD_AGENT_UPGRADE not in (
         meta(body).get("annotations") or {}
     ):
@@ -444,6 +463,8 @@ async def _ensure_replicas(
         replicas = [going if pod is stale else pod for pod in replicas]
     known = {meta(pod).get("name"): pod for pod in [*present.values(), *strays]}
     serving = known.get(holder) if holder else None
+    if serving is not None and holder_uid and uid(serving) != holder_uid:
+        serving = None  # a new pod of the holder's name: the holder itself is gone
     lease = f"{namespace}/{agent_lease_name(*ref)}"
     shown = serving or next((p for p in replicas if not _terminating(p)), replicas[0])
     ctx.queue.add_after((IPPOOLS, *ref), POLL_SECONDS)

@@ -96,18 +96,49 @@ class _Parser(argparse.ArgumentParser):
 
 
 def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig:
-    p = _Parser(prog="vm-dhcp-controller", description="IPAM and agents for VM networks.")
-    p.add_argument("--name", default=env.get("VM_DHCP_CONTROLLER_NAME", "vm-dhcp-controller"))
-    p.add_argument("--namespace", default=env.get("AGENT_NAMESPACE"), help="agent pods' namespace")
-    p.add_argument("--image", default=env.get("AGENT_IMAGE"), help="agent image")
+    p = _Parser(
+        prog="vm-dhcp-controller",
+        description="IPAM and agents for VM networks. Required: --namespace, and --image "
+        "unless --no-agent. A flag overrides its environment variable.",
+    )
+    p.add_argument(
+        "--name",
+        default=env.get("VM_DHCP_CONTROLLER_NAME", "vm-dhcp-controller"),
+        help="instance name, in its leader election identity and as the CRDs' field manager "
+        "(env VM_DHCP_CONTROLLER_NAME, default vm-dhcp-controller)",
+    )
+    p.add_argument(
+        "--namespace",
+        default=env.get("AGENT_NAMESPACE"),
+        help="namespace of the agent pods (env AGENT_NAMESPACE; required)",
+    )
+    p.add_argument(
+        "--image",
+        default=env.get("AGENT_IMAGE"),
+        help="agent image, REPOSITORY[:TAG] (env AGENT_IMAGE; required unless --no-agent)",
+    )
     p.add_argument(
         "--service-account-name",
         default=env.get("AGENT_SERVICE_ACCOUNT_NAME", "default"),
-        help="agent pods' service account",
+        help="service account of the agent pods (env AGENT_SERVICE_ACCOUNT_NAME, default default)",
     )
-    p.add_argument("--no-leader-election", action="store_true")
-    p.add_argument("--leader-election-namespace", default="kube-system")
-    p.add_argument("--leader-election-lease-duration", type=int, default=15, metavar="SECONDS")
+    p.add_argument(
+        "--no-leader-election",
+        action="store_true",
+        help="run without a Lease: only when exactly one controller runs (default: elect)",
+    )
+    p.add_argument(
+        "--leader-election-namespace",
+        default="kube-system",
+        help="namespace of the leader election Lease vm-dhcp-controllers (default kube-system)",
+    )
+    p.add_argument(
+        "--leader-election-lease-duration",
+        type=int,
+        default=15,
+        metavar="SECONDS",
+        help="a standby takes over a Lease left unrenewed this long (default 15)",
+    )
     p.add_argument(
         "--leader-election-renew-deadline",
         type=float,
@@ -122,13 +153,20 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
         dest="leader_election_renew_deadline",
         help=argparse.SUPPRESS,
     )
-    p.add_argument("--leader-election-retry-period", type=float, default=2.0, metavar="SECONDS")
+    p.add_argument(
+        "--leader-election-retry-period",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often the leader renews and a standby tries (default 2)",
+    )
     p.add_argument(
         "--agent-replicas",
         default=env.get("AGENT_REPLICAS") or str(DEFAULT_AGENT_REPLICAS),
         metavar="N",
         help=f"agent pods per IPPool, 1 to {MAX_AGENT_REPLICAS}: one serves, the others "
-        f"stand by (default {DEFAULT_AGENT_REPLICAS}; 1: upstream's single pod)",
+        f"stand by; 1 is upstream's single pod (env AGENT_REPLICAS, "
+        f"default {DEFAULT_AGENT_REPLICAS})",
     )
     p.add_argument(
         "--agent-replace-after",
@@ -138,14 +176,36 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
         help="with replicas: start a new agent pod when one that served has been Terminating "
         "or not Ready (its node NotReady) this long (env AGENT_REPLACE_AFTER, default 30)",
     )
-    p.add_argument("--no-agent", action="store_true", help="do not run agent pods")
-    p.add_argument("--no-dhcp", action="store_true", help="agents run with --dry-run")
-    p.add_argument("--enable-cache-dump-api", action="store_true", help="/ipams and /caches")
-    p.add_argument("--skip-crds", action="store_true", help="do not install or upgrade the CRDs")
-    p.add_argument("--kubeconfig", default=env.get("KUBECONFIG"))
-    p.add_argument("--service-cidr", default="10.53.0.0/16", help="the cluster's service CIDR")
-    p.add_argument("--http-address", default="0.0.0.0")
-    p.add_argument("--http-port", type=int, default=8080)
+    p.add_argument("--no-agent", action="store_true", help="run no agent pods")
+    p.add_argument(
+        "--no-dhcp", action="store_true", help="agent pods run with --dry-run (no DHCP socket)"
+    )
+    p.add_argument(
+        "--enable-cache-dump-api",
+        action="store_true",
+        help="serve /ipams/<ns>/<network> and /caches/<ns>/<network> on the HTTP port",
+    )
+    p.add_argument(
+        "--skip-crds", action="store_true", help="do not install or upgrade the CRDs at start"
+    )
+    p.add_argument(
+        "--kubeconfig",
+        default=env.get("KUBECONFIG"),
+        metavar="PATH",
+        help="kubeconfig file; a path given must exist (env KUBECONFIG, default: the "
+        "in-cluster configuration)",
+    )
+    p.add_argument(
+        "--service-cidr",
+        default="10.53.0.0/16",
+        help="the cluster's service CIDR, which pools must not overlap (default 10.53.0.0/16)",
+    )
+    p.add_argument(
+        "--http-address",
+        default="0.0.0.0",
+        help="listen address of /healthz, /readyz and /metrics (default 0.0.0.0)",
+    )
+    p.add_argument("--http-port", type=int, default=8080, help="HTTP port (default 8080)")
     p.add_argument(
         "--resync-period",
         type=float,
@@ -155,10 +215,16 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
         "(default 300; 0 turns it off)",
     )
     p.add_argument(
-        "--debug", action="store_true", default=_truthy(env.get("VM_DHCP_CONTROLLER_DEBUG"))
+        "--debug",
+        action="store_true",
+        default=_truthy(env.get("VM_DHCP_CONTROLLER_DEBUG")),
+        help="log at DEBUG (env VM_DHCP_CONTROLLER_DEBUG=true)",
     )
     p.add_argument(
-        "--trace", action="store_true", default=_truthy(env.get("VM_DHCP_CONTROLLER_TRACE"))
+        "--trace",
+        action="store_true",
+        default=_truthy(env.get("VM_DHCP_CONTROLLER_TRACE")),
+        help="log at TRACE, more than --debug (env VM_DHCP_CONTROLLER_TRACE=true)",
     )
     p.add_argument("--version", action="version", version=f"vm-dhcp-controller {__version__}")
     args = p.parse_args(list(argv))

@@ -1,5 +1,8 @@
 """The controller's HTTP endpoints: /healthz, /readyz, /metrics, and (opt-in) upstream's
-cache dumps /ipams/<network-namespace>/<network-name> and /caches/<...>."""
+cache dumps /ipams/<network-namespace>/<network-name> and /caches/<...>.
+
+A network no pool serves is a 404 with `{"error": "<upstream's message>"}` (upstream
+answers 500 with the bare message)."""
 
 from __future__ import annotations
 
@@ -32,13 +35,16 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+def _unknown(what: str, network: str) -> web.Response:
+    message = f"failed to list {what} of {network}: network {network} does not exist"
+    return web.json_response({"error": message}, status=404)
+
+
 async def ipams(request: web.Request) -> web.Response:
     network = request.match_info["network"]
     dump = request.app[CONTROLLER].ipam_dump(network)
     if dump is None:
-        return web.Response(
-            status=500, text=f"failed to list ipam of {network}: network {network} does not exist"
-        )
+        return _unknown("ipam", network)
     return web.json_response(dump)
 
 
@@ -46,10 +52,7 @@ async def caches(request: web.Request) -> web.Response:
     network = request.match_info["network"]
     dump = request.app[CONTROLLER].cache_dump(network)
     if dump is None:
-        return web.Response(
-            status=500,
-            text=f"failed to list cache of {network}: network {network} does not exist",
-        )
+        return _unknown("cache", network)
     return web.json_response(dump)
 
 

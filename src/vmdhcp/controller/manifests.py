@@ -68,8 +68,13 @@ def agent_labels(namespace: str, name: str) -> dict[str, str]:
     }
 
 
-def agent_pdb(*, pool_namespace: str, pool_name: str, agent_namespace: str) -> dict[str, Any]:
-    """The PodDisruptionBudget of a pool's agent replicas: a drain evicts one at a time."""
+def agent_pdb(
+    *, pool_namespace: str, pool_name: str, agent_namespace: str, replicas: int
+) -> dict[str, Any]:
+    """The PodDisruptionBudget of a pool's agent replicas: a drain evicts one at a time.
+    The agents are bare pods (no workload owns them), for which Kubernetes honours only an
+    integer minAvailable (a maxUnavailable would allow no eviction at all); a replica that
+    is not Ready may always be evicted."""
     labels = agent_labels(pool_namespace, pool_name)
     return {
         "apiVersion": "policy/v1",
@@ -79,7 +84,11 @@ def agent_pdb(*, pool_namespace: str, pool_name: str, agent_namespace: str) -> d
             "namespace": agent_namespace,
             "labels": dict(labels),
         },
-        "spec": {"selector": {"matchLabels": dict(labels)}, "maxUnavailable": 1},
+        "spec": {
+            "selector": {"matchLabels": dict(labels)},
+            "minAvailable": replicas - 1,
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
     }
 
 
@@ -187,6 +196,7 @@ def agent_pod(
         for variable, field in (
             ("POD_NAME", "metadata.name"),
             ("POD_NAMESPACE", "metadata.namespace"),
+            ("POD_UID", "metadata.uid"),
         )
     )
     spec["affinity"]["podAntiAffinity"] = {

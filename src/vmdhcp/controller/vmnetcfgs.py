@@ -4,6 +4,7 @@ its status says what it holds; deleted or paused, it holds nothing."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,11 +17,33 @@ from vmdhcp.controller.store import Body, meta
 from vmdhcp.mac import InvalidMac
 from vmdhcp.validation.view import network_key
 
+log = logging.getLogger("vmdhcp.controller")
+
 Entry = dict[str, str]
 
 
+def _release(ctx: Context, ref: Ref, keep: set[tuple[str, str]] | None = None) -> None:
+    """Release what `ref` holds but `keep`, with one log line per address released."""
+    allocator = ctx.allocator
+    held = [
+        (network, mac, allocator.address_of(ref, network, mac))
+        for network, mac in allocator.held_by(ref)
+        if (keep is None or (network, mac) not in keep) and network in allocator.ipam
+    ]
+    ctx.apply(allocator.release_all(ref, keep=keep))
+    for network, mac, address in held:
+        if address is not None:
+            log.info(
+                "vmnetcfg %s/%s: released %s of mac %s on network %s",
+                *ref,
+                address,
+                mac,
+                network,
+            )
+
+
 def _release_all(ctx: Context, ref: Ref) -> None:
-    ctx.apply(ctx.allocator.release_all(ref))
+    _release(ctx, ref)
     ctx.metrics.set_vmnetcfg(f"{ref[0]}/{ref[1]}", [])
 
 
@@ -60,6 +83,9 @@ def _allocate(
                 continue
             address = kept  # the status says what it still holds (a static change refused)
         elif fresh:
+            log.info(
+                "vmnetcfg %s/%s: allocated %s to mac %s on network %s", *ref, address, mac, network
+            )
             ctx.events.post(
                 body,
                 "VirtualMachineNetworkConfig",
@@ -124,7 +150,7 @@ async def reconcile_vmnetcfg(ctx: Context, ref: Ref) -> None:
         await _write_status(ctx, body, conditions, entries)
         return
     # what it held but no longer asks for
-    ctx.apply(ctx.allocator.release_all(ref, keep={(net, mac) for net, mac, _ in wanted}))
+    _release(ctx, ref, keep={(net, mac) for net, mac, _ in wanted})
     previous = {
         (network_key(e.get("networkName") or ""), e.get("macAddress") or ""): e
         for e in status.get("networkConfigs") or []

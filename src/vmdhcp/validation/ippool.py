@@ -21,6 +21,10 @@ DEFAULT_SERVICE_CIDR = IPv4Network("10.53.0.0/16")
 
 NAD_RESOURCE = "network-attachment-definitions.k8s.cni.cncf.io"
 
+MAX_LEASE_TIME = 0xFFFFFFFF
+"""Option 51 is 32 bits (this value means infinite, RFC 2131). Unset, 0 or a negative
+`leaseTime` means one year, as upstream and the CRD say: those are accepted."""
+
 
 def nad_not_found(name: str) -> str:
     """The API server's NotFound message for a NetworkAttachmentDefinition, as upstream
@@ -102,8 +106,8 @@ def _list_reasons(config: IPv4Config, network: IPv4Network | None) -> list[str]:
             parse_addr(text)
         except AddressError:
             reasons.append(f"dns server {text} is not an IPv4 address")
-    if config.lease_time is not None and config.lease_time <= 0:
-        reasons.append(f"lease time {config.lease_time} is not a positive number of seconds")
+    if config.lease_time is not None and config.lease_time > MAX_LEASE_TIME:
+        reasons.append(f"lease time {config.lease_time} is more than {MAX_LEASE_TIME} seconds")
     return reasons
 
 

@@ -63,7 +63,8 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p = _Parser(
         prog="vm-dhcp-webhook",
         description="Admission webhooks that validate and default IPPools and "
-        "VirtualMachineNetworkConfigs.",
+        "VirtualMachineNetworkConfigs. Required: --namespace. A flag overrides its "
+        "environment variable.",
     )
     p.add_argument(
         "--name",
@@ -82,7 +83,9 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=DEFAULT_HTTPS_PORT,
         help=f"HTTPS listen port (default {DEFAULT_HTTPS_PORT})",
     )
-    p.add_argument("--listen-address", default="0.0.0.0", help="HTTPS listen address")
+    p.add_argument(
+        "--listen-address", default="0.0.0.0", help="HTTPS listen address (default 0.0.0.0)"
+    )
     p.add_argument(
         "--service-cidr",
         default=str(DEFAULT_SERVICE_CIDR),
@@ -92,17 +95,26 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument(
         "--advertise-url",
         metavar="https://HOST:PORT",
-        help="register this URL with the API server instead of the Service <namespace>/<name>",
+        help="register this URL with the API server instead of the Service "
+        "<namespace>/<name> (default: the Service)",
     )
     p.add_argument(
         "--kubeconfig",
-        help="kubeconfig file (env KUBECONFIG; in-cluster configuration when absent)",
+        metavar="PATH",
+        help="kubeconfig file; a path given must exist (env KUBECONFIG, default: the "
+        "in-cluster configuration)",
     )
     p.add_argument(
-        "--debug", action="store_true", default=_truthy(env.get("VM_DHCP_WEBHOOK_DEBUG"))
+        "--debug",
+        action="store_true",
+        default=_truthy(env.get("VM_DHCP_WEBHOOK_DEBUG")),
+        help="log at DEBUG (env VM_DHCP_WEBHOOK_DEBUG=true)",
     )
     p.add_argument(
-        "--trace", action="store_true", default=_truthy(env.get("VM_DHCP_WEBHOOK_TRACE"))
+        "--trace",
+        action="store_true",
+        default=_truthy(env.get("VM_DHCP_WEBHOOK_TRACE")),
+        help="log at TRACE, more than --debug (env VM_DHCP_WEBHOOK_TRACE=true)",
     )
     for unused in ("--controller-user", "--gc-user", "--threadiness"):
         p.add_argument(unused, help="accepted for compatibility with upstream; unused")
@@ -140,7 +152,7 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> WebhookConfig:
     if kubeconfig is not None and not Path(kubeconfig).is_file():
         raise ConfigError(f"--kubeconfig {kubeconfig}: no such file")
     if kubeconfig is None:
-        kubeconfig = env.get("KUBECONFIG") or None  # a missing file means in-cluster
+        kubeconfig = env.get("KUBECONFIG") or None  # unset means in-cluster
     level = "TRACE" if args.trace else "DEBUG" if args.debug else "INFO"
     return WebhookConfig(
         name=args.name,

@@ -245,3 +245,59 @@ async def test_a_malformed_ntp_name_is_skipped_not_fatal(
     assert agent.state is not None
     assert [str(a) for a in agent.state.config.ntp_servers] == ["192.168.48.5"]
     assert len(agent.state.problems) == 2
+
+
+async def test_an_ntp_name_that_does_not_resolve_is_warned_about_once(
+    agent: Agent,
+    seed: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Once per cause, not at every pool version (every allocation makes one) nor at every
+    new resolution attempt; a line when it resolves again, a warning if it fails again."""
+    answers: dict[str, Any] = {"pool.ntp.org": OSError(-3, "Temporary failure in name resolution")}
+
+    async def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> list[Any]:
+        answer = answers[host]
+        if isinstance(answer, Exception):
+            raise answer
+        return [(socket.AF_INET, socket.SOCK_DGRAM, 17, "", (answer, 0))]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr("vmdhcp.agent.app.NTP_FAILURE_CACHE_SECONDS", 0.0)  # ask every time
+    monkeypatch.setattr("vmdhcp.agent.app.NTP_CACHE_SECONDS", 0.0)
+    allocated = seed["status"]["ipv4"]["allocated"]
+
+    async def new_version(n: int) -> None:
+        allocated[f"192.168.48.{82 + n}"] = f"02:00:00:00:00:{n:02x}"
+        await agent.apply(IPPool.model_validate(seed))
+
+    def lines() -> list[tuple[str, str]]:
+        return [
+            (r.levelname, r.getMessage()) for r in caplog.records if "ntp server" in r.getMessage()
+        ]
+
+    with caplog.at_level("INFO", logger="vmdhcp.agent"):
+        for n in range(3):
+            await new_version(n)
+        problem = "ntp server 'pool.ntp.org' did not resolve to an IPv4 address"
+        assert lines() == [
+            (
+                "WARNING",
+                f"ippool {agent.config.ippool_ref}: {problem} "
+                "([Errno -3] Temporary failure in name resolution)",
+            )
+        ]
+        answers["pool.ntp.org"] = "10.9.9.1"
+        await new_version(3)
+        await new_version(4)
+        assert agent.state is not None
+        assert [str(a) for a in agent.state.config.ntp_servers] == ["10.9.9.1", "192.168.48.5"]
+        answers["pool.ntp.org"] = TimeoutError()
+        await new_version(5)
+        await new_version(6)
+    assert [level for level, _ in lines()] == ["WARNING", "INFO", "WARNING"]
+    assert lines()[1][1].endswith(
+        f"no longer: {problem} ([Errno -3] Temporary failure in name resolution)"
+    )
+    assert lines()[2][1].endswith(f"{problem} (timeout)")

@@ -128,7 +128,11 @@ async def test_a_pool_gets_n_replicas_a_pdb_and_reports_that_no_one_serves_yet(
         "network.harvesterhci.io/ippool-namespace": NS,
         "network.harvesterhci.io/ippool-name": "net-48",
     }
-    assert pdb["spec"] == {"selector": {"matchLabels": selector}, "maxUnavailable": 1}
+    assert pdb["spec"] == {
+        "selector": {"matchLabels": selector},
+        "minAvailable": 1,
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+    }
     assert pdb["metadata"]["labels"] == selector
 
     pool = obj(fake, IPPOOLS, "net-48")
@@ -208,7 +212,9 @@ async def test_scaling_up_and_down_and_back_to_one_pod(fake: FakeKube) -> None:
 
     await start(fake, 3)
     assert sorted(agent_pods(fake)) == [replica(0), replica(1), replica(2)]
-    assert obj(fake, PDBS, BASE, namespace=AGENTS)["metadata"]["uid"] == pdb_uid  # kept
+    # the budget follows: all but one available (bare pods: an integer minAvailable)
+    pdb = obj(fake, PDBS, BASE, namespace=AGENTS)
+    assert (pdb["metadata"]["uid"] != pdb_uid, pdb["spec"]["minAvailable"]) == (True, 2)
 
     gone = obj(fake, PODS, replica(2), namespace=AGENTS)["metadata"]["uid"]
     await start(fake, 2)
@@ -374,7 +380,7 @@ async def test_a_replica_stuck_terminating_is_replaced_without_force_and_the_spa
     hold_lease(fake, replica(0))
     await poll(controller, fake)
     controller.ctx.config = controller.config = type(controller.config)(
-        **{**controller.config.__dict__, "agent_replace_seconds": 0.05}
+        **{**controller.config.__dict__, "agent_replace_seconds": 0.5}
     )
     stick(fake, replica(0))  # the serving agent's node died; the standby takes over
     hold_lease(fake, replica(1))

@@ -202,6 +202,7 @@ def test_a_replica_elects_sets_its_own_address_and_spreads_over_nodes() -> None:
         {"name": "VM_DHCP_AGENT_NAME", "value": "default-net-48-agent-1"},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
     ]
     affinity = pod["spec"]["affinity"]
     assert affinity["nodeAffinity"] == NODE_AFFINITY  # nodes that carry the network
@@ -244,7 +245,9 @@ def test_replica_names_fit_in_63_and_are_the_base_and_an_index(namespace: str, n
 
 
 def test_the_pdb_selects_the_pools_agents_and_allows_one_down() -> None:
-    pdb = agent_pdb(pool_namespace="default", pool_name="net-48", agent_namespace="agents")
+    pdb = agent_pdb(
+        pool_namespace="default", pool_name="net-48", agent_namespace="agents", replicas=2
+    )
     assert pdb["apiVersion"] == "policy/v1"
     assert pdb["kind"] == "PodDisruptionBudget"
     assert pdb["metadata"] == {
@@ -252,7 +255,11 @@ def test_the_pdb_selects_the_pools_agents_and_allows_one_down() -> None:
         "namespace": "agents",
         "labels": POOL_LABELS,
     }
-    assert pdb["spec"] == {"selector": {"matchLabels": POOL_LABELS}, "maxUnavailable": 1}
+    assert pdb["spec"] == {
+        "selector": {"matchLabels": POOL_LABELS},
+        "minAvailable": 1,
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+    }
     assert (
         pdb["spec"]["selector"]["matchLabels"].items()
         <= pool_agent(0)["metadata"]["labels"].items()

@@ -405,6 +405,39 @@ async def test_pausing_a_vmnetcfg_releases_its_address_and_resuming_returns_it(
     assert allocated(fake) == {"192.168.48.82": MAC_A}
 
 
+async def test_each_allocation_and_release_is_logged_once(
+    fake: FakeKube, served: Controller, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One INFO line per address given and taken back, whatever took it back: a pause, a
+    NIC gone from the spec (the VM's MAC changed), the vmnetcfg's deletion."""
+    caplog.clear()
+    await vm_with_address(served, fake, "vm-a", MAC_A)
+    fake.user_patch(VMNETCFGS, (NS, "vm-a"), {"spec": {"paused": True}})
+    await settle(served, fake)
+    fake.user_patch(VMNETCFGS, (NS, "vm-a"), {"spec": {"paused": False}})
+    await settle(served, fake)
+    fake.user_patch(VMS, (NS, "vm-a"), {"spec": {"template": vm_template(MAC_B)}})
+    await settle(served, fake)
+    assert addresses(fake, "vm-a") == [(MAC_B, "192.168.48.82", "Allocated")]
+    fake.user_delete(VMS, (NS, "vm-a"))
+    await settle(served, fake)
+
+    cfg, ip = f"vmnetcfg {NS}/vm-a", "192.168.48.82"
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.INFO and r.getMessage().startswith("vmnetcfg ")
+    ]
+    assert lines == [
+        f"{cfg}: allocated {ip} to mac {MAC_A} on network {NETWORK}",
+        f"{cfg}: released {ip} of mac {MAC_A} on network {NETWORK}",  # paused
+        f"{cfg}: allocated {ip} to mac {MAC_A} on network {NETWORK}",  # resumed
+        f"{cfg}: released {ip} of mac {MAC_A} on network {NETWORK}",  # the MAC changed
+        f"{cfg}: allocated {ip} to mac {MAC_B} on network {NETWORK}",
+        f"{cfg}: released {ip} of mac {MAC_B} on network {NETWORK}",  # deleted
+    ]
+
+
 # -- 7. a pool paused, a pool deleted ------------------------------------------------------
 
 

@@ -45,8 +45,7 @@ def test_a_complete_pool_passes() -> None:
         ({"dns": ["1.1.1.1", "8.8.8"]}, "dns server 8.8.8 is not an IPv4 address"),
         ({"dns": ["2606:4700::1111"]}, "dns server 2606:4700::1111 is not an IPv4 address"),
         ({"dns": ["dns.example.com"]}, "dns server dns.example.com is not an IPv4 address"),
-        ({"lease_time": 0}, "lease time 0 is not a positive number of seconds"),
-        ({"lease_time": -5}, "lease time -5 is not a positive number of seconds"),
+        ({"lease_time": 2**32}, "lease time 4294967296 is more than 4294967295 seconds"),
         ({"exclude": ["192.168.0.2"]}, "server ip 192.168.0.2 is already occupied"),
         ({"cidr": "2001:db8::/64"}, "cidr 2001:db8::/64 is not an IPv4 network"),
         ({"server": "fe80::1"}, "ip address fe80::1 is not an IPv4 address"),
@@ -54,6 +53,13 @@ def test_a_complete_pool_passes() -> None:
 )
 def test_additions(fields: dict[str, Any], reason: str) -> None:
     assert problems(**fields) == [reason]
+
+
+@pytest.mark.parametrize("lease_time", [None, 0, -5, 1, 4294967295])
+def test_lease_times_the_crd_documents_are_accepted(lease_time: int | None) -> None:
+    """Unset, 0 or negative means one year (the CRD's description, upstream's agent and
+    upstream's webhook, which has no lease time rule); 4294967295 means infinite."""
+    assert problems(lease_time=lease_time) == []
 
 
 def test_a_single_address_range_is_fine() -> None:
@@ -70,7 +76,7 @@ def test_every_reason_is_reported_in_upstreams_order() -> None:
     pool = ippool(
         **{**GOOD, "cidr": "10.53.1.0/24", "router": "192.168.1.1", "server": "10.53.1.2"},
         network="default/missing",
-        lease_time=0,
+        lease_time=2**32,
     )
     with pytest.raises(ValidationError) as caught:
         validate_ippool_create(pool, cluster())
@@ -80,7 +86,7 @@ def test_every_reason_is_reported_in_upstreams_order() -> None:
         "start ip 192.168.0.10 is not within subnet",
         "end ip 192.168.0.200 is not within subnet",
         "router ip 192.168.1.1 is not within subnet",
-        "lease time 0 is not a positive number of seconds",
+        "lease time 4294967296 is more than 4294967295 seconds",
     )
     assert str(caught.value) == "cannot create IPPool default/net-1 because " + "; ".join(
         caught.value.reasons
@@ -131,10 +137,10 @@ def test_a_pool_being_deleted_is_not_checked_on_update() -> None:
 def test_update_refuses_only_what_it_introduces() -> None:
     """A pool that was already broken (here: its NAD is gone, and its lease time predates
     the rule) can still get labels, finalizers and a fixed DNS list."""
-    old = ippool(**GOOD, lease_time=0, dns=["8.8.8"])
-    fixed = ippool(**GOOD, lease_time=0, dns=["8.8.8.8"])
+    old = ippool(**GOOD, lease_time=2**32, dns=["8.8.8"])
+    fixed = ippool(**GOOD, lease_time=2**32, dns=["8.8.8.8"])
     validate_ippool_update(old, fixed, cluster(nads=[]))
-    worse = ippool(**GOOD, lease_time=0, dns=["8.8.8"], exclude=["10.0.0.1"])
+    worse = ippool(**GOOD, lease_time=2**32, dns=["8.8.8"], exclude=["10.0.0.1"])
     with pytest.raises(ValidationError) as caught:
         validate_ippool_update(old, worse, cluster(nads=[]))
     assert caught.value.reasons == ("exclude ip 10.0.0.1 is not within subnet",)
@@ -142,7 +148,7 @@ def test_update_refuses_only_what_it_introduces() -> None:
 
 
 def test_without_the_old_object_every_problem_counts() -> None:
-    pool = ippool(**GOOD, lease_time=0)
+    pool = ippool(**GOOD, lease_time=2**32)
     with pytest.raises(ValidationError):
         validate_ippool_update(None, pool, cluster())
 
