@@ -7,6 +7,7 @@
 #   make bench-dhcp  the agent against Kea and dnsmasq under perfdhcp (root;
 #                    BENCH_ARGS="--servers agent,kea --halt-poll-ns 200000" and so on)
 #   make bench-controller  1,000 VMs on one pool against the test API server
+#   make bench-ha    agent failover: node crash and image roll-out, a VM probing every 200 ms (root)
 #   make fuzz        long property run of the DHCP parser
 #   make demo        the whole system on this machine: a VM gets its address (root;
 #                    DEMO_KEEP=1 keeps it running until Ctrl-C)
@@ -35,7 +36,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: images image-controller image-webhook image-agent run-controller run-agent
-.PHONY: all test lint fmt unit venv deps bench-ipam bench-core bench-dhcp bench-controller fuzz demo demo-vm e2e-kind clean
+.PHONY: all test lint fmt unit venv deps bench-ipam bench-core bench-dhcp bench-controller bench-ha fuzz demo demo-vm e2e-kind clean kubectl-check
 
 all: images
 
@@ -65,7 +66,11 @@ fmt: $(STAMP)
 deps:
 	scripts/install-debian-deps.sh
 
-test: lint deps
+# kubectl is not installed by this project (no registry here carries it): say so at once
+kubectl-check:
+	@command -v kubectl >/dev/null 2>&1 || { echo "make test needs kubectl on PATH (see https://kubernetes.io/docs/tasks/tools/); install it and run make test again" >&2; exit 1; }
+
+test: kubectl-check lint deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)
@@ -82,6 +87,9 @@ bench-dhcp: $(STAMP) deps
 
 bench-controller: $(STAMP)
 	$(BIN)/python bench/bench_controller.py
+
+bench-ha: $(STAMP) deps
+	$(BIN)/python bench/bench_ha.py $(BENCH_ARGS)
 
 fuzz: $(STAMP)
 	VMDHCP_FUZZ_EXAMPLES=$${VMDHCP_FUZZ_EXAMPLES:-100000} $(BIN)/pytest -m fuzz tests/unit/dhcp $(PYTEST_ARGS)

@@ -44,7 +44,9 @@ IPPOOLS = "ippools"
 VMNETCFGS = "virtualmachinenetworkconfigs"
 
 README = REPO_ROOT / "README.md"
-#: README examples of these API versions are created on the server.
+#: The reference pages the README links to; their examples are a user's too.
+DOCS = REPO_ROOT / "docs"
+#: Examples of these API versions, in the README and under docs/, are created on the server.
 EXAMPLE_API_VERSIONS = frozenset({API_VERSION, "k8s.cni.cncf.io/v1", "kubevirt.io/v1"})
 
 #: Sentinel for `edit`: remove the key.
@@ -261,7 +263,7 @@ def test_every_field_is_described_in_the_served_openapi(api_client: ApiClient, k
 
 
 # --------------------------------------------------------------------------------------------
-# README examples
+# Examples in README.md and docs/
 
 
 FENCE = re.compile(
@@ -270,7 +272,12 @@ FENCE = re.compile(
 )
 
 
-def readme_examples(path: Path) -> list[tuple[int, Manifest]]:
+def documentation() -> list[Path]:
+    """README.md and every page under docs/: where a user copies examples from."""
+    return [README, *sorted(DOCS.glob("**/*.md"))]
+
+
+def yaml_examples(path: Path) -> list[tuple[int, Manifest]]:
     """(line, object) for every document of an example API version in ```yaml blocks."""
     text = path.read_text(encoding="utf-8")
     examples: list[tuple[int, Manifest]] = []
@@ -302,7 +309,7 @@ SERVER_FIELDS = (
 
 
 class Relocator:
-    """Moves README examples into fresh namespaces, keeping `<ns>/<nad>` references consistent."""
+    """Moves documented examples into fresh namespaces, keeping `<ns>/<nad>` references intact."""
 
     def __init__(self, api: ApiClient) -> None:
         self.api = api
@@ -341,22 +348,28 @@ class Relocator:
             delete_namespace(self.api, ns)
 
 
-def test_every_readme_example_is_accepted(api_client: ApiClient) -> None:
+def test_every_example_in_the_readme_and_docs_is_accepted(api_client: ApiClient) -> None:
     assert README.is_file(), f"{README} is missing"
-    examples = readme_examples(README)
-    kinds = Counter(doc["kind"] for _, doc in examples)
-    assert kinds["IPPool"] >= 1, f"no IPPool example found in {README.name}: {dict(kinds)}"
+    pages = documentation()
+    assert len(pages) > 1, f"no pages under {DOCS}"
+    examples = [
+        (page.relative_to(REPO_ROOT), line, doc)
+        for page in pages
+        for line, doc in yaml_examples(page)
+    ]
+    kinds = Counter(doc["kind"] for _, _, doc in examples)
+    assert kinds["IPPool"] >= 1, f"no IPPool example in README.md or docs/: {dict(kinds)}"
     assert kinds["VirtualMachineNetworkConfig"] >= 1, (
-        f"no VirtualMachineNetworkConfig example found in {README.name}: {dict(kinds)}"
+        f"no VirtualMachineNetworkConfig example in README.md or docs/: {dict(kinds)}"
     )
     relocate = Relocator(api_client)
     created: list[str] = []
     problems: list[str] = []
     try:
-        for line, doc in examples:
+        for page, line, doc in examples:
             body = relocate(doc)
             meta = body["metadata"]
-            where = f"{README.name} line {line}: {body['kind']} {meta.get('name')}"
+            where = f"{page} line {line}: {body['kind']} {meta.get('name')}"
             collection = discover(api_client, body["apiVersion"], body["kind"]).path(
                 meta["namespace"]
             )
