@@ -85,6 +85,14 @@ class Probe:
         self.proc.stop()
 
 
+def lease_holder(system: System) -> str | None:
+    """The pod that holds the pool's Lease (the agents' identity is `<pod>_<uid>`)."""
+    coordination = CoordinationV1Api(system.sim.admin)
+    lease = coordination.read_namespaced_lease(agent_lease_name(NS, "net-48"), AGENTS)
+    holder = str(lease.spec.holder_identity or "").partition("_")[0]
+    return holder if holder and holder in ready_agents(system) else None
+
+
 def holders(system: System) -> int:
     return sum(1 for pod in list(system.sim.pods.values()) if SERVER in pod.netns.addresses())
 
@@ -167,8 +175,8 @@ def measure(cluster: Any, api: Any, custom: Any, kubeconfig: Path, runs: int, wo
         writes = lease_writes(system, 20.0)
 
         for n in range(runs):
-            leader = wait_for(lambda: serving(system), 60, "an agent serving")
             wait_for(lambda: len(ready_agents(system)) == 2, 90, "two ready agents")
+            leader = wait_for(lambda: lease_holder(system), 60, "the Lease's holder")
             crashed_at = time.monotonic()
             sim.crash_node_of(leader)
             first = wait_for(lambda t=crashed_at: probe.first_answer_after(t), 90, "an answer")

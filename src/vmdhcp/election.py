@@ -20,6 +20,7 @@ log = logging.getLogger("vmdhcp.election")
 
 JITTER_FACTOR = 1.2
 RELEASE_ATTEMPTS = 3
+EXPIRY_MARGIN = 0.05
 """client-go's: acquire attempts are spaced retry_period * (1 + JITTER_FACTOR * U[0, 1))."""
 
 _FIELDS = ("holderIdentity", "renewTime", "acquireTime", "leaseTransitions", "leaseDurationSeconds")
@@ -141,9 +142,7 @@ class LeaderElector:
             self._nudged.clear()  # before the attempt: a change seen during it counts
             if await self._attempt(self.renew_deadline):
                 return
-            pause = asyncio.ensure_future(
-                self._sleep(self.retry_period * (1 + self.jitter * random.random()))
-            )
+            pause = asyncio.ensure_future(self._sleep(self._next_try_in()))
             nudged = asyncio.ensure_future(self._nudged.wait())
             try:
                 await asyncio.wait({pause, nudged}, return_when=asyncio.FIRST_COMPLETED)
@@ -163,6 +162,18 @@ class LeaderElector:
                     self._stop(f"no renewal within {self.renew_deadline:g}s", logging.ERROR)
                 elif self._leading:
                     await self._sleep(min(self.retry_period, self._time_left()))
+
+    def _next_try_in(self) -> float:
+        """The jittered retry period, but no later than just after the lease we saw held
+        by another would expire on our clock: a dead leader's successor takes over then,
+        not up to a retry period later."""
+        wait = self.retry_period * (1 + self.jitter * random.random())
+        holder = self.observed_holder
+        if holder and holder != self.identity:
+            duration = int(self._spec.get("leaseDurationSeconds") or self.lease_duration)
+            expiry = self._observed_time + duration - self._monotonic()
+            wait = min(wait, max(expiry, 0.0) + EXPIRY_MARGIN)
+        return wait
 
     def _time_left(self) -> float:
         return self._renewed_at + self.renew_deadline - self._monotonic()

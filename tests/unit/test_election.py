@@ -485,3 +485,26 @@ async def test_time_left_bounds_a_leaders_writes(store: Store, timeline: Timelin
     assert leader.time_left() == pytest.approx(6.0)  # renew deadline 10 from the renewal
     timeline.now = 10
     assert leader.time_left() == 0.0
+
+
+async def test_a_standby_tries_again_right_when_a_dead_leaders_lease_expires(
+    store: Store, timeline: Timeline
+) -> None:
+    """Its retries are a period apart (2 s, jittered up to 4.4), but it also wakes just
+    after the lease it saw held would expire on its clock: no retry period added on top."""
+    leader, _ = candidate(store, timeline, "a", mono_base=3)
+    standby, _ = candidate(store, timeline, "b", mono_base=5e4)
+    timeline.now = 0.3
+    assert await leader.try_acquire_or_renew()  # then it dies
+    took: list[float] = []
+
+    async def contend() -> None:
+        await standby.acquire()
+        took.append(timeline.now)
+
+    task = start(contend())
+    await timeline.run_until(40)
+    task.cancel()
+    # it first read the lease at 0.3 (the record then changed for it); expiry at 15.3
+    assert took
+    assert 15.3 <= took[0] <= 15.3 + 0.06, took
