@@ -9,6 +9,7 @@ failover need not change any pod (a leader cut off from the API server stays Rea
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,8 @@ from vmdhcp.controller.manifests import (
 )
 from vmdhcp.controller.store import Body, meta, ref_of, uid
 from vmdhcp.errors import ApiError
+
+log = logging.getLogger("vmdhcp.controller")
 
 Condition = tuple[bool, str, str]
 REPLICA_SLOTS = 10
@@ -128,6 +131,7 @@ async def _delete_pod(ctx: Context, pod_ref: Ref, by_name: bool = False) -> None
         return
     try:
         await ctx.kube.delete_pod(*pod_ref, uid=uid(pod) or None)
+        log.info("agent pod %s/%s deleted", *pod_ref)
     except ApiError as exc:
         if not exc.not_found:
             raise
@@ -232,12 +236,15 @@ def _manifest(
 async def _create_pod(ctx: Context, manifest: Body) -> Body:
     """Create the pod; when one of its name exists already, adopt it (upstream loses the
     uid)."""
+    name = manifest["metadata"]["name"]
     try:
         created = await ctx.kube.create_pod(ctx.config.agent_namespace, manifest)
+        log.info("agent pod %s/%s created", ctx.config.agent_namespace, name)
     except ApiError as exc:
         if exc.status != 409:
             raise
-        created = await ctx.kube.read_pod(ctx.config.agent_namespace, manifest["metadata"]["name"])
+        created = await ctx.kube.read_pod(ctx.config.agent_namespace, name)
+        log.info("agent pod %s/%s adopted", ctx.config.agent_namespace, name)
     ctx.store.remember(PODS, created, None)
     return created
 
@@ -279,6 +286,9 @@ async def ensure_agent(
         if pod_image(pod) != image:
             await ctx.kube.delete_pod(*pod_ref, uid=uid(pod) or None)
             ctx.store.drop(PODS, pod)
+            log.info(
+                "agent pod %s/%s deleted: image %s replaced by %s", *pod_ref, pod_image(pod), image
+            )
             ctx.events.post(
                 body,
                 "IPPool",

@@ -770,3 +770,16 @@ async def test_a_pool_status_called_for_is_written_even_while_allocations_go_on(
         "192.168.48.83": MAC_B,
         "192.168.48.84": MAC_C,
     }
+
+
+async def test_agent_pod_changes_are_logged(
+    fake: FakeKube, controller: Controller, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.user_create(NADS, nad_body())
+    fake.user_create(IPPOOLS, pool_body())
+    await settle(controller, fake)
+    fake.user_patch(IPPOOLS, (NS, "net-48"), {"spec": {"paused": True}})
+    await settle(controller, fake)
+    lines = [r.getMessage() for r in caplog.records if r.name == "vmdhcp.controller"]
+    assert f"agent pod {AGENTS}/{POD} created" in lines
+    assert f"agent pod {AGENTS}/{POD} deleted" in lines
