@@ -42,6 +42,7 @@ from vmdhcp.controller.store import Body, meta, ref_of, uid
 from vmdhcp.errors import ApiError
 
 log = logging.getLogger("vmdhcp.controller")
+_monotonic = time.monotonic  # our own clock, for what we judge by elapsed time (tests set it)
 
 Condition = tuple[bool, str, str]
 REPLICA_SLOTS = 10
@@ -330,14 +331,29 @@ def next_to_roll(replicas: list[Body], holder: str, image: str) -> Body | None:
 
 
 async def _lease_holder(ctx: Context, ref: Ref) -> str:
-    """Who holds the pool's Lease ("" when no one does, or there is no Lease yet)."""
+    """Who holds the pool's Lease: "" when no one does, there is no Lease yet, or the
+    holder has not renewed it for its duration. That is judged as the agents judge it: on
+    our own clock, since we last saw the record change (a dead leader's pod may still
+    look Ready for a while; its Lease says it stopped)."""
     try:
         lease = await ctx.kube.read_agent_lease(ctx.config.agent_namespace, agent_lease_name(*ref))
     except ApiError as exc:
         if not exc.not_found:
             raise
+        ctx.agent_leases.pop(ref, None)
         return ""
-    return str((lease.get("spec") or {}).get("holderIdentity") or "")
+    spec = lease.get("spec") or {}
+    holder = str(spec.get("holderIdentity") or "")
+    record = f"{holder}/{spec.get('renewTime')}/{meta(lease).get('resourceVersion')}"
+    now = _monotonic()
+    seen, since = ctx.agent_leases.get(ref, ("", now))
+    if seen != record:
+        since = now
+    ctx.agent_leases[ref] = (record, since)
+    duration = float(spec.get("leaseDurationSeconds") or 0)
+    if holder and duration and now - since > duration:
+        return ""  # expired: no one serves until a standby takes it
+    return holder
 
 
 def agent_ready(replicas: list[Body], serving: Body | None, holder: str, lease: str) -> Condition:
@@ -372,8 +388,8 @@ def _stuck(ctx: Context, pod: Body) -> bool:
         return False
     if len(ctx.agents_unwell_since) > 10_000:  # uids of pods long gone: bound the memory
         ctx.agents_unwell_since.clear()
-    since = ctx.agents_unwell_since.setdefault(key, time.monotonic())
-    return time.monotonic() - since > ctx.config.agent_replace_seconds
+    since = ctx.agents_unwell_since.setdefault(key, _monotonic())
+    return _monotonic() - since > ctx.config.agent_replace_seconds
 
 
 async def _heal(

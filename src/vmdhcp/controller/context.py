@@ -70,6 +70,8 @@ class Context:
     """uids of agent replicas seen Ready once (see agents._stuck)."""
     agents_unwell_since: dict[str, float] = field(default_factory=dict)
     """uid of an agent replica -> monotonic time it was first seen not serving."""
+    agent_leases: dict[Ref, tuple[str, float]] = field(default_factory=dict)
+    """IPPool -> its agents' Lease record as last read, and when we saw it change."""
     events: EventRecorder = field(init=False)
 
     def __post_init__(self) -> None:

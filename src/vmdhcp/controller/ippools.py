@@ -119,6 +119,7 @@ def forget_pool(ctx: Context, ref: Ref) -> None:
     served = [n for n in ctx.allocator.pool_of_network if ctx.allocator.holder(n) == ref]
     ctx.status_writes.cancel((IPPOOLS, *ref))
     ctx.status_due.discard((IPPOOLS, *ref))
+    ctx.agent_leases.pop(ref, None)
     ctx.apply(ctx.allocator.forget_pool(ref))
     ctx.metrics.remove_pool(f"{ref[0]}/{ref[1]}")
     for other, body in ctx.store.items(IPPOOLS):

@@ -432,3 +432,29 @@ async def test_a_replica_never_ready_yet_is_starting_not_stuck(fake: FakeKube) -
     await poll(controller, fake)
     await poll(controller, fake)
     assert sorted(agent_pods(fake)) == [replica(0), replica(1)]
+
+
+async def test_a_lease_its_holder_stopped_renewing_is_not_taken_for_a_serving_agent(
+    fake: FakeKube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead leader's pod may look Ready for a while (its node's NotReady takes ~40 s):
+    the controller judges its Lease as the agents do, on its own clock."""
+    clock = [1000.0]
+    monkeypatch.setattr(agents, "_monotonic", lambda: clock[0])
+    controller = await start(fake, 2, first=True)
+    make_ready(fake, replica(0), replica(1))
+    hold_lease(fake, replica(0))
+    await poll(controller, fake)
+    assert agent_ready(fake)[0] == "True"
+    clock[0] += 14.0  # no renewal for 14 s of a 15 s lease: still its holder's
+    await poll(controller, fake)
+    assert agent_ready(fake)[0] == "True"
+    clock[0] += 2.0  # past its duration: no one serves until a standby takes it
+    await poll(controller, fake)
+    status, reason, message = agent_ready(fake)
+    assert (status, reason) == ("False", "Error")
+    assert message.startswith("no agent pod holds lease")
+    hold_lease(fake, replica(1))  # the standby takes over
+    await poll(controller, fake)
+    assert agent_ready(fake)[0] == "True"
+    assert pod_ref(fake)["name"] == replica(1)
