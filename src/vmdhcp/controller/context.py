@@ -67,7 +67,7 @@ class Context:
     (`status_flush_seconds`), and at least every MAX_STATUS_DELAY during a burst."""
     status_due: set[Key] = field(default_factory=set)
     agents_seen_ready: set[str] = field(default_factory=set)
-    """uids of agent replicas seen Ready once (see agents._stuck)."""
+    """uids of agent replicas seen Ready once (see replicas._stuck)."""
     agents_unwell_since: dict[str, float] = field(default_factory=dict)
     """uid of an agent replica -> monotonic time it was first seen not serving."""
     agent_leases: dict[Ref, tuple[str, float]] = field(default_factory=dict)

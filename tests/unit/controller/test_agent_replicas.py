@@ -26,7 +26,7 @@ from tests.unit.controller.test_reconcilers import (  # noqa: F401 (an autouse f
     start_watches,
 )
 from vmdhcp.api.constants import ANNOTATION_HOLD_AGENT_UPGRADE, agent_lease_name
-from vmdhcp.controller import agents
+from vmdhcp.controller import replicas
 from vmdhcp.controller.context import PODS
 from vmdhcp.controller.engine import IPPOOLS, NADS, Controller
 from vmdhcp.controller.manifests import LABEL_AGENT_REPLICA, pod_image, pod_is_ready
@@ -195,7 +195,7 @@ async def test_a_lease_change_is_noticed_without_any_pod_event(
 ) -> None:
     """A leader cut off from the API server stays Ready, and the Lease passes to a standby:
     nothing but the periodic reconcile of the pool can notice."""
-    monkeypatch.setattr(agents, "POLL_SECONDS", 0.02)
+    monkeypatch.setattr(replicas, "POLL_SECONDS", 0.02)
     controller = await start(fake, 2, first=True)
     make_ready(fake, replica(0), replica(1))
     hold_lease(fake, replica(0))
@@ -359,7 +359,7 @@ async def test_the_hold_annotation_holds_a_roll_out(fake: FakeKube) -> None:
 
 @pytest.fixture(autouse=True)
 def _fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(agents, "POLL_SECONDS", 0.05)
+    monkeypatch.setattr(replicas, "POLL_SECONDS", 0.05)
 
 
 def stick(fake: FakeKube, name: str) -> None:
@@ -440,7 +440,7 @@ async def test_a_lease_its_holder_stopped_renewing_is_not_taken_for_a_serving_ag
     """A dead leader's pod may look Ready for a while (its node's NotReady takes ~40 s):
     the controller judges its Lease as the agents do, on its own clock."""
     clock = [1000.0]
-    monkeypatch.setattr(agents, "_monotonic", lambda: clock[0])
+    monkeypatch.setattr(replicas, "_monotonic", lambda: clock[0])
     controller = await start(fake, 2, first=True)
     make_ready(fake, replica(0), replica(1))
     hold_lease(fake, replica(0))
