@@ -52,28 +52,37 @@ def pod_lister(kube: Kube, namespace: str, label_selector: str) -> Callable[[], 
     return list_once
 
 
-def pod_watcher(
-    kube: Kube, namespace: str, label_selector: str, seconds: int
+def _watcher(
+    list_function: Any, *args: Any, seconds: int, **kwargs: Any
 ) -> Callable[[str], Iterator[tuple[str, dict[str, Any]]]]:
-    """A blocking watch of those pods from a resourceVersion: (type, API dict) pairs, for
-    `list_then_watch`. BOOKMARK events are asked for and passed through (raw: they move the
-    resourceVersion on). The library's own resuming is off (a timeout is given): an
-    expired resourceVersion raises its `ApiException` with status 410, which
-    `list_then_watch` takes for "relist"."""
+    """A blocking watch with `list_function(*args, **kwargs)` from a resourceVersion:
+    (type, API dict) pairs, for `list_then_watch`. BOOKMARK events are asked for and passed
+    through (raw: they move the resourceVersion on). The library's own resuming is off (a
+    timeout is given): an expired resourceVersion raises its `ApiException` with status
+    410, which `list_then_watch` takes for "relist"."""
 
     def watch_from(resource_version: str) -> Iterator[tuple[str, dict[str, Any]]]:
         for event in watch_stream(
-            kube.core.list_namespaced_pod,
-            namespace,
-            label_selector=label_selector,
+            list_function,
+            *args,
             resource_version=resource_version,
             allow_watch_bookmarks=True,
             timeout_seconds=seconds,
             _request_timeout=seconds + 15,
+            **kwargs,
         ):
             yield event.get("type") or "", event["raw_object"]
 
     return watch_from
+
+
+def pod_watcher(
+    kube: Kube, namespace: str, label_selector: str, seconds: int
+) -> Callable[[str], Iterator[tuple[str, dict[str, Any]]]]:
+    """A blocking watch of those pods (see `_watcher`)."""
+    return _watcher(
+        kube.core.list_namespaced_pod, namespace, seconds=seconds, label_selector=label_selector
+    )
 
 
 def custom_object_lister(
@@ -93,22 +102,8 @@ def custom_object_lister(
 def custom_object_watcher(
     kube: Kube, group: str, version: str, plural: str, seconds: int
 ) -> Callable[[str], Iterator[tuple[str, dict[str, Any]]]]:
-    """A blocking watch of those objects from a resourceVersion, as `pod_watcher`."""
-
-    def watch_from(resource_version: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        for event in watch_stream(
-            kube.custom.list_cluster_custom_object,
-            group,
-            version,
-            plural,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=seconds,
-            _request_timeout=seconds + 15,
-        ):
-            yield event.get("type") or "", event["raw_object"]
-
-    return watch_from
+    """A blocking watch of those objects (see `_watcher`)."""
+    return _watcher(kube.custom.list_cluster_custom_object, group, version, plural, seconds=seconds)
 
 
 # -- an asyncio-friendly adapter for the controller ---------------------------------------
@@ -155,6 +150,7 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
         self.extensions = client.ApiextensionsV1Api(api)
+        self.policy = client.PolicyV1Api(api)
         self.writes = 0
         """API writes made (create, patch, replace, delete), for the benchmark."""
         self._in_flight = 0
@@ -321,12 +317,18 @@ class Kube:
         return result
 
     async def delete_pod(self, namespace: str, name: str, uid: str | None = None) -> None:
+        await self._delete_raw(self.core.delete_namespaced_pod, namespace, name, uid)
+
+    async def _delete_raw(
+        self, delete_function: Any, namespace: str, name: str, uid: str | None
+    ) -> None:
+        """Delete (only the object with `uid`, when given). The answer may be the object or
+        a Status, which the client cannot decode: take it raw, and read it whole, which
+        hands the connection back to the pool."""
         body: Any = {"preconditions": {"uid": uid}} if uid else None
 
         def delete(**kwargs: Any) -> None:
-            # The answer may be the Pod or a Status, which the client cannot decode: take it
-            # raw, and read it whole, which hands the connection back to the pool.
-            response: Any = self.core.delete_namespaced_pod(
+            response: Any = delete_function(
                 name, namespace, body=body, _preload_content=False, **kwargs
             )
             response.read()
@@ -387,34 +389,23 @@ class Kube:
 
     # the agent replicas of an IPPool: their PodDisruptionBudget, and who holds their Lease
     async def create_pdb(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        policy = client.PolicyV1Api(self.api)
         pdb = await self._call(
-            policy.create_namespaced_pod_disruption_budget, namespace, body, write=True
+            self.policy.create_namespaced_pod_disruption_budget, namespace, body, write=True
         )
         result: dict[str, Any] = self.api.sanitize_for_serialization(pdb)
         return result
 
     async def read_pdb(self, namespace: str, name: str) -> dict[str, Any]:
-        policy = client.PolicyV1Api(self.api)
         pdb = await self._call(
-            policy.read_namespaced_pod_disruption_budget, name, namespace, write=False
+            self.policy.read_namespaced_pod_disruption_budget, name, namespace, write=False
         )
         result: dict[str, Any] = self.api.sanitize_for_serialization(pdb)
         return result
 
     async def delete_pdb(self, namespace: str, name: str, uid: str | None = None) -> None:
-        policy = client.PolicyV1Api(self.api)
-        body: Any = {"preconditions": {"uid": uid}} if uid else None
-
-        def delete(**kwargs: Any) -> None:
-            # taken raw, as a pod's delete is: the answer may be the object or a Status
-            response: Any = policy.delete_namespaced_pod_disruption_budget(
-                name, namespace, body=body, _preload_content=False, **kwargs
-            )
-            response.read()
-            response.release_conn()
-
-        await self._call(delete, write=True)
+        await self._delete_raw(
+            self.policy.delete_namespaced_pod_disruption_budget, namespace, name, uid
+        )
 
     async def read_agent_lease(self, namespace: str, name: str) -> dict[str, Any]:
         """An agent Lease, read by the reconcilers on the workers' threads (not the lease
