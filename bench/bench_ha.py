@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import statistics
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from kubernetes import watch
 from kubernetes.client import CoordinationV1Api, CustomObjectsApi
 from tests.agentproc import running_controller, wait_for
 from tests.cluster import create_namespace, prepare_cluster, start_cluster, stop_cluster
-from tests.integration.test_end_to_end import GROUP, SEED_POOL, VERSION, System, grant_agent
+from tests.integration.test_end_to_end import System, grant_agent, seed_network
 from tests.integration.test_end_to_end_ha import grant_leases, ready_agents, serving
 from tests.netns.lab import Lab, Netns, Proc
 from tests.nodesim import NodeSimulator
@@ -132,17 +131,7 @@ def run(runs: int, workdir: Path) -> int:
             grant_agent(api, AGENTS)
             grant_leases(api, AGENTS)
             custom = CustomObjectsApi(api)
-            nad = {"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-                   "metadata": {"name": "net-48",
-                                "labels": {"network.harvesterhci.io/clusternetwork": "mgmt"}},
-                   "spec": {"config": "{}"}}  # fmt: skip
-            custom.create_namespaced_custom_object(
-                "k8s.cni.cncf.io", "v1", NS, "network-attachment-definitions", nad
-            )
-            spec = copy.deepcopy(SEED_POOL) | {"networkName": f"{NS}/net-48"}
-            pool = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "IPPool",
-                    "metadata": {"name": "net-48"}, "spec": spec}  # fmt: skip
-            custom.create_namespaced_custom_object(GROUP, VERSION, NS, "ippools", pool)
+            seed_network(custom, NS)
             kubeconfig = cluster.mint(f"system:serviceaccount:{AGENTS}:vm-dhcp-agent")
             return measure(cluster, api, custom, kubeconfig, runs, workdir)
     finally:

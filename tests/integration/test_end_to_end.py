@@ -136,6 +136,28 @@ def grant_agent(api: ApiClient, agents: str) -> None:
     )
 
 
+def seed_network(custom: CustomObjectsApi, namespace: str) -> None:
+    """The NAD `<namespace>/net-48` (cluster network mgmt) and the seed IPPool on it."""
+    nad = {
+        "apiVersion": "k8s.cni.cncf.io/v1",
+        "kind": "NetworkAttachmentDefinition",
+        "metadata": {
+            "name": "net-48",
+            "labels": {"network.harvesterhci.io/clusternetwork": "mgmt"},
+        },
+        "spec": {"config": "{}"},
+    }
+    custom.create_namespaced_custom_object(
+        "k8s.cni.cncf.io", "v1", namespace, "network-attachment-definitions", nad
+    )
+    spec = copy.deepcopy(SEED_POOL)
+    spec["networkName"] = f"{namespace}/net-48"
+    pool = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "IPPool", "metadata": {"name": "net-48"}}
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "ippools", {**pool, "spec": spec}
+    )
+
+
 @pytest.fixture
 def system(
     cluster: Cluster, api_client: ApiClient, namespace: str, tmp_path: Path
@@ -145,27 +167,7 @@ def system(
     grant_agent(api_client, agents)
     agent_kubeconfig = cluster.mint(f"system:serviceaccount:{agents}:vm-dhcp-agent")
     custom = CustomObjectsApi(api_client)
-    custom.create_namespaced_custom_object(
-        "k8s.cni.cncf.io",
-        "v1",
-        namespace,
-        "network-attachment-definitions",
-        {
-            "apiVersion": "k8s.cni.cncf.io/v1",
-            "kind": "NetworkAttachmentDefinition",
-            "metadata": {
-                "name": "net-48",
-                "labels": {"network.harvesterhci.io/clusternetwork": "mgmt"},
-            },
-            "spec": {"config": "{}"},
-        },
-    )
-    spec = copy.deepcopy(SEED_POOL)
-    spec["networkName"] = f"{namespace}/net-48"
-    pool = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "IPPool", "metadata": {"name": "net-48"}}
-    custom.create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "ippools", {**pool, "spec": spec}
-    )
+    seed_network(custom, namespace)
     args = [
         "--name", "e2e-controller", "--namespace", agents, "--image", IMAGE,
         "--service-account-name", "vm-dhcp-agent", "--no-leader-election", "--agent-replicas", "1",

@@ -6,7 +6,6 @@ to two ready agents without anyone's help."""
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Interface
@@ -18,14 +17,12 @@ from kubernetes.client import ApiClient, CustomObjectsApi, RbacAuthorizationV1Ap
 from tests.agentproc import running_controller, wait_for
 from tests.cluster import Cluster, create_namespace, delete_namespace, unique_namespace_name
 from tests.integration.test_end_to_end import (
-    GROUP,
     IMAGE,
-    SEED_POOL,
-    VERSION,
     System,
     _lab_possible,  # noqa: F401 (an autouse fixture)
     _try,
     grant_agent,
+    seed_network,
 )
 from tests.netns.lab import Dhclient, Lab
 from tests.nodesim import NodeSimulator
@@ -59,24 +56,7 @@ def ha(cluster: Cluster, api_client: ApiClient, namespace: str, tmp_path: Path) 
     grant_leases(api_client, agents)
     agent_kubeconfig = cluster.mint(f"system:serviceaccount:{agents}:vm-dhcp-agent")
     custom = CustomObjectsApi(api_client)
-    nad = {
-        "apiVersion": "k8s.cni.cncf.io/v1",
-        "kind": "NetworkAttachmentDefinition",
-        "metadata": {
-            "name": "net-48",
-            "labels": {"network.harvesterhci.io/clusternetwork": "mgmt"},
-        },
-        "spec": {"config": "{}"},
-    }
-    custom.create_namespaced_custom_object(
-        "k8s.cni.cncf.io", "v1", namespace, "network-attachment-definitions", nad
-    )
-    spec = copy.deepcopy(SEED_POOL)
-    spec["networkName"] = f"{namespace}/net-48"
-    pool = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "IPPool", "metadata": {"name": "net-48"}}
-    custom.create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "ippools", {**pool, "spec": spec}
-    )
+    seed_network(custom, namespace)
     args = [
         "--name", "e2e-ha-controller", "--namespace", agents, "--image", IMAGE,
         "--service-account-name", "vm-dhcp-agent", "--no-leader-election",
