@@ -1,7 +1,7 @@
 """`make demo`: the whole system on one machine, a VM getting its address.
 
 Starts the test API server (../shared/k8s-test-env), the webhook, the controller and the
-node simulator (tests/nodesim.py), applies the seed's NAD `default/net-48`, the seed's
+node simulator (tests/nodesim/), applies the seed's NAD `default/net-48`, the seed's
 IPPool and a VirtualMachine `test-vm` with MAC fa:cf:8e:50:82:fc, runs dhclient in a
 network namespace with that MAC, and prints what a user wants to see.
 

@@ -22,7 +22,7 @@ from kubernetes.client import ApiClient, CustomObjectsApi, RbacAuthorizationV1Ap
 from tests.agentproc import wait_for
 from tests.cluster import Cluster
 from tests.netns.lab import Dhclient, Lab, Netns, Proc, metric_value, skip_reason
-from tests.nodesim import PortForward, _api_port
+from tests.nodesim import PortForward, api_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.netns]
 
@@ -101,7 +101,7 @@ def pair(cluster: Cluster, api_client: ApiClient, namespace: str, tmp_path: Path
         GROUP, VERSION, namespace, "ippools", "net-48", {"status": status}
     )
     kubeconfig = agent_identity(cluster, api_client, namespace)
-    port = _api_port(kubeconfig)
+    port = api_port(kubeconfig)
     with Lab(tmp_path, network="192.168.48.0/24", server_ip="192.168.48.250") as lab:
         replicas = []
         with contextlib.ExitStack() as stack:
