@@ -70,8 +70,9 @@ class Context:
     """uids of agent replicas seen Ready once (see replicas._stuck)."""
     agents_unwell_since: dict[str, float] = field(default_factory=dict)
     """uid of an agent replica -> monotonic time it was first seen not serving."""
-    agent_leases: dict[Ref, tuple[str, float]] = field(default_factory=dict)
-    """IPPool -> its agents' Lease record as last read, and when we saw it change."""
+    agent_leases: dict[Ref, tuple[str, float, str]] = field(default_factory=dict)
+    """IPPool -> its agents' Lease record as last read, when we saw it change, and the last
+    holder we saw in it."""
     events: EventRecorder = field(init=False)
 
     def __post_init__(self) -> None:

@@ -96,30 +96,33 @@ def next_to_roll(replicas: list[Body], holder: str, image: str) -> Body | None:
     return candidate
 
 
-async def _lease_holder(ctx: Context, ref: Ref) -> str:
+async def _lease_holder(ctx: Context, ref: Ref) -> tuple[str, str]:
     """Who holds the pool's Lease: "" when no one does, there is no Lease yet, or the
     holder has not renewed it for its duration. That is judged as the agents judge it: on
     our own clock, since we last saw the record change (a dead leader's pod may still
-    look Ready for a while; its Lease says it stopped)."""
+    look Ready for a while; its Lease says it stopped). Second: the holder before, when
+    this read is the first to show another holder than the last one we saw (a failover, a
+    handover); "" otherwise, and on our first read of it."""
     try:
         lease = await ctx.kube.read_agent_lease(ctx.config.agent_namespace, agent_lease_name(*ref))
     except ApiError as exc:
         if not exc.not_found:
             raise
         ctx.agent_leases.pop(ref, None)
-        return ""
+        return "", ""
     spec = lease.get("spec") or {}
     holder = str(spec.get("holderIdentity") or "")
     record = f"{holder}/{spec.get('renewTime')}/{meta(lease).get('resourceVersion')}"
     now = _monotonic()
-    seen, since = ctx.agent_leases.get(ref, ("", now))
+    seen, since, last = ctx.agent_leases.get(ref, ("", now, ""))
     if seen != record:
         since = now
-    ctx.agent_leases[ref] = (record, since)
+    ctx.agent_leases[ref] = (record, since, holder or last)
+    before = last if holder and last and holder != last else ""
     duration = float(spec.get("leaseDurationSeconds") or 0)
     if holder and duration and now - since > duration:
-        return ""  # expired: no one serves until a standby takes it
-    return holder
+        return "", ""  # expired: no one serves until a standby takes it
+    return holder, before
 
 
 def agent_ready(replicas: list[Body], serving: Body | None, holder: str, lease: str) -> Condition:
@@ -210,7 +213,8 @@ async def ensure_replicas(
     strays = stray_pods(ctx, ref)
     for stray in strays:
         await delete_pod(ctx, ref_of(stray))
-    holder, _, holder_uid = (await _lease_holder(ctx, ref)).partition("_")
+    identity, before = await _lease_holder(ctx, ref)
+    holder, _, holder_uid = identity.partition("_")
     present = {
         index: pod
         for index in range(REPLICA_SLOTS)
@@ -226,16 +230,10 @@ async def ensure_replicas(
     )
     replicas = [counted[index] for index in sorted(counted)]
     await ensure_pdb(ctx, ref)
-    previous = ((body.get("status") or {}).get("agentPodRef") or {}).get("name")
-    if (
-        holder
-        and previous
-        and holder != previous
-        and holder in {meta(pod).get("name") for pod in present.values()}
-    ):
-        ctx.events.post(
-            body, "IPPool", "AgentFailover", f"agent pod {holder} serves (was {previous})"
-        )
+    if before and holder in {meta(pod).get("name") for pod in present.values()}:
+        previous = before.partition("_")[0]
+        was = "a pod of the same name" if previous == holder else previous
+        ctx.events.post(body, "IPPool", "AgentFailover", f"agent pod {holder} serves (was {was})")
     deleted = any(terminating(pod) for pod in counted.values()) or len(counted) < len(present)
     stale = None if deleted else next_to_roll(replicas, holder, image)
     if stale is not None and ANNOTATION_HOLD_AGENT_UPGRADE not in (

@@ -190,6 +190,26 @@ async def test_agent_pod_ref_and_agent_ready_follow_the_lease_holder(fake: FakeK
     )
 
 
+async def test_agent_failover_events_name_a_change_of_holder_not_the_first_election(
+    fake: FakeKube,
+) -> None:
+    controller = await start(fake, 2, first=True)
+    make_ready(fake, replica(0), replica(1))
+    await poll(controller, fake)  # the status shows replica 0 while no one holds the Lease
+    hold_lease(fake, replica(1))  # the first election: no failover
+    await poll(controller, fake)
+    await poll(controller, fake)
+    assert events(fake, "AgentFailover") == []
+    hold_lease(fake, "")  # a handover: released on SIGTERM, then taken
+    await poll(controller, fake)
+    hold_lease(fake, replica(0))
+    await poll(controller, fake)
+    await poll(controller, fake)
+    assert [e["message"] for e in events(fake, "AgentFailover")] == [
+        f"agent pod {replica(0)} serves (was {replica(1)})"
+    ]
+
+
 async def test_a_lease_change_is_noticed_without_any_pod_event(
     fake: FakeKube, monkeypatch: pytest.MonkeyPatch
 ) -> None:
