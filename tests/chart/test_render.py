@@ -265,6 +265,15 @@ def test_agent_replicas_reach_the_controller(replicas: int | str) -> None:
     assert config.agent_replicas == int(replicas)
 
 
+def test_agent_replace_after_reaches_the_controller() -> None:
+    default = objects({})
+    config = controller_config(container(find(default, "Deployment", RELEASE))["args"], {})
+    assert config.agent_replace_seconds == 30.0
+    docs = objects({"agent": {"replaceAfterSeconds": 45}})
+    config = controller_config(container(find(docs, "Deployment", RELEASE))["args"], {})
+    assert config.agent_replace_seconds == 45.0
+
+
 @pytest.mark.parametrize("replicas", [0, 10, "two"])
 def test_agent_replicas_out_of_range_are_refused(replicas: int | str) -> None:
     with pytest.raises(helm.HelmRenderError, match=r"agent\.replicas must be a number from 1 to 9"):
