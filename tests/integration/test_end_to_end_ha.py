@@ -241,6 +241,7 @@ def test_a_vm_keeps_its_address_when_the_serving_agents_node_dies(ha: HA) -> Non
     dead = crashed.node
     began = time.monotonic()
     ha.sim.crash_node(dead)
+    ha.restart_controller(IMAGE)  # as if the controller's leader had died with that node
     renewed = wait_for(lambda: _try(client), 60, "a renewal from the other agent")
     answered_after = time.monotonic() - began
     assert str(renewed.ip) == address

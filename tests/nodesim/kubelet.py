@@ -141,6 +141,26 @@ def report(core: client.CoreV1Api, namespace: str, pod: SimulatedPod, ready: boo
     pod.ready = ready
 
 
+def mark_not_ready(core: client.CoreV1Api, namespace: str, pod: SimulatedPod) -> None:
+    """What the node lifecycle controller does to the pods of a node that stopped
+    reporting (MarkPodsNotReady): the Ready condition False, nothing else; the containers
+    stay as the kubelet last reported them."""
+    was = "True" if pod.status_sent.get("ready") else "False"
+    conditions = [
+        {"type": "Initialized", "status": "True"},
+        {"type": "ContainersReady", "status": was},
+        {"type": "Ready", "status": "False"},
+    ]
+    try:
+        core.patch_namespaced_pod_status(
+            pod.name, namespace, {"status": {"conditions": conditions}}
+        )
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    pod.ready = False
+
+
 def release(core: client.CoreV1Api, namespace: str, name: str, uid: str) -> None:
     """The kubelet's finalizer off pod `name` (that uid): the API server then removes it."""
     for _ in range(20):

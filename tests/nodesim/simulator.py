@@ -23,6 +23,7 @@ from tests.nodesim.kubelet import (
     Runner,
     SimulatedPod,
     create_pod,
+    mark_not_ready,
     release,
     report,
     run_in_namespace,
@@ -301,7 +302,7 @@ class NodeSimulator:
             self.core, node.name, [(UNREACHABLE, "NoSchedule"), (UNREACHABLE, "NoExecute")], []
         )
         for pod in self.pods_on(node.name):
-            report(self.core, self.namespace, pod, ready=False)
+            mark_not_ready(self.core, self.namespace, pod)
 
     def _delete_pod(self, name: str, uid: str) -> None:
         try:

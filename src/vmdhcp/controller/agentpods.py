@@ -16,6 +16,7 @@ from vmdhcp.controller.manifests import (
     agent_pod,
     agent_pod_name,
     agent_replica_name,
+    pod_is_ready,
 )
 from vmdhcp.controller.store import Body, meta, uid
 from vmdhcp.errors import ApiError
@@ -63,6 +64,17 @@ def stray_pods(ctx: Context, ref: Ref) -> list[Body]:
 
 def terminating(pod: Body | None) -> bool:
     return bool(meta(pod).get("deletionTimestamp"))
+
+
+def node_lost(pod: Body) -> bool:
+    """The pod's node stopped reporting: Kubernetes' node lifecycle controller turns only
+    the pod's Ready condition False (MarkPodsNotReady) and leaves the containers as the
+    kubelet last saw them, ready. A kubelet never reports that mix itself; it says that
+    the pod served, durably (what we remember of it is lost when we restart)."""
+    if pod_is_ready(pod):
+        return False
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return bool(statuses) and all(status.get("ready") for status in statuses)
 
 
 async def delete_pod(ctx: Context, pod_ref: Ref, by_name: bool = False) -> None:

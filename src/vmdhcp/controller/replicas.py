@@ -17,6 +17,7 @@ from vmdhcp.controller.agentpods import (
     agent_manifest,
     create_pod,
     delete_pod,
+    node_lost,
     pod_reference,
     stray_pods,
     terminating,
@@ -144,16 +145,17 @@ def agent_ready(replicas: list[Body], serving: Body | None, holder: str, lease: 
 
 
 def _stuck(ctx: Context, pod: Body) -> bool:
-    """A replica that served (it was Ready) and has been Terminating, or not Ready (its
-    node NotReady: Kubernetes marks its pods so), for longer than --agent-replace-after,
-    measured on our own clock from when we first saw it so. One never Ready yet is
-    starting (an image pull), not stuck."""
+    """A replica that served and has been Terminating, or not Ready (its node NotReady:
+    Kubernetes marks its pods so), for longer than --agent-replace-after, measured on our
+    own clock from when we first saw it so. It served if we saw it Ready, or if its status
+    shows the node lifecycle's mark (a restarted controller still heals a pool whose node
+    died with it). One never Ready yet is starting (an image pull), not stuck."""
     key = uid(pod)
     if pod_is_ready(pod) and not terminating(pod):
         ctx.agents_seen_ready.add(key)
         ctx.agents_unwell_since.pop(key, None)
         return False
-    if not terminating(pod) and key not in ctx.agents_seen_ready:
+    if not terminating(pod) and key not in ctx.agents_seen_ready and not node_lost(pod):
         return False
     if len(ctx.agents_unwell_since) > 10_000:  # uids of pods long gone: bound the memory
         ctx.agents_unwell_since.clear()

@@ -444,6 +444,37 @@ async def test_a_stuck_replica_that_recovers_makes_the_spare_go_never_the_holder
     assert replica(1) in pods  # the holder stays
 
 
+def node_lost(fake: FakeKube, name: str) -> None:
+    """Its node stopped reporting: Kubernetes' node lifecycle turns only the pod's Ready
+    condition False; the containers stay as its kubelet last reported them, ready."""
+    fake.user_patch_status(
+        PODS,
+        (AGENTS, name),
+        {
+            "conditions": [{"type": "Ready", "status": "False"}],
+            "containerStatuses": [{"name": "agent", "ready": True}],
+        },
+    )
+
+
+async def test_a_restarted_controller_heals_a_replica_whose_node_died(fake: FakeKube) -> None:
+    """The controller's memory of which pods served is gone with it (its node may have died
+    with the agent's): the node lifecycle's mark on the pod says it served."""
+    first = await start(fake, 2, first=True)
+    make_ready(fake, replica(0), replica(1))
+    hold_lease(fake, replica(1))
+    await poll(first, fake)
+    node_lost(fake, replica(0))
+    make_ready(fake, replica(1))
+    controller = await start(fake, 2)  # a new controller, no memory
+    controller.ctx.config = controller.config = type(controller.config)(
+        **{**controller.config.__dict__, "agent_replace_seconds": 0.05}
+    )
+    await settle(controller, fake, until=lambda: replica(2) in agent_pods(fake))
+    assert not any(c.verb == "delete" and c.ref[1] == replica(0) for c in fake.calls)
+    assert [e["reason"] for e in events(fake, "AgentReplaced")] == ["AgentReplaced"]
+
+
 async def test_a_replica_never_ready_yet_is_starting_not_stuck(fake: FakeKube) -> None:
     controller = await start(fake, 2, first=True)
     controller.ctx.config = controller.config = type(controller.config)(
