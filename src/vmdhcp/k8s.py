@@ -39,17 +39,20 @@ def watch_stream(list_function: Any, *args: Any, **kwargs: Any) -> Iterator[dict
     return cast(Iterator[dict[str, Any]], watch.Watch().stream(list_function, *args, **kwargs))
 
 
-def pod_lister(kube: Kube, namespace: str, label_selector: str) -> Callable[[], dict[str, Any]]:
-    """A blocking list of the pods of `namespace` with `label_selector`, as an API dict."""
-
+def _namespaced_lister(
+    kube: Kube, list_function: Any, namespace: str, label_selector: str
+) -> Callable[[], dict[str, Any]]:
     def list_once() -> dict[str, Any]:
-        pods = kube.core.list_namespaced_pod(
-            namespace, label_selector=label_selector, _request_timeout=30
-        )
-        result: dict[str, Any] = kube.api.sanitize_for_serialization(pods)
+        found = list_function(namespace, label_selector=label_selector, _request_timeout=30)
+        result: dict[str, Any] = kube.api.sanitize_for_serialization(found)
         return result
 
     return list_once
+
+
+def pod_lister(kube: Kube, namespace: str, label_selector: str) -> Callable[[], dict[str, Any]]:
+    """A blocking list of the pods of `namespace` with `label_selector`, as an API dict."""
+    return _namespaced_lister(kube, kube.core.list_namespaced_pod, namespace, label_selector)
 
 
 def _watcher(
@@ -82,6 +85,25 @@ def pod_watcher(
     """A blocking watch of those pods (see `_watcher`)."""
     return _watcher(
         kube.core.list_namespaced_pod, namespace, seconds=seconds, label_selector=label_selector
+    )
+
+
+def lease_lister(kube: Kube, namespace: str, label_selector: str) -> Callable[[], dict[str, Any]]:
+    """A blocking list of the Leases of `namespace` with `label_selector`, as an API dict."""
+    return _namespaced_lister(
+        kube, kube.coordination.list_namespaced_lease, namespace, label_selector
+    )
+
+
+def lease_watcher(
+    kube: Kube, namespace: str, label_selector: str, seconds: int
+) -> Callable[[str], Iterator[tuple[str, dict[str, Any]]]]:
+    """A blocking watch of those Leases (see `_watcher`)."""
+    return _watcher(
+        kube.coordination.list_namespaced_lease,
+        namespace,
+        seconds=seconds,
+        label_selector=label_selector,
     )
 
 

@@ -57,7 +57,7 @@ EXPECTED: dict[str, set[Grant]] = {
         ("*", "", "events", "create", ""),
         (NAMESPACE, "", "pods", "create get delete list watch", ""),
         (NAMESPACE, "policy", "poddisruptionbudgets", "create get delete", ""),
-        (NAMESPACE, "coordination.k8s.io", "leases", "get", ""),
+        (NAMESPACE, "coordination.k8s.io", "leases", "get list watch", ""),
         ("kube-system", "coordination.k8s.io", "leases", "create", ""),
         ("kube-system", "coordination.k8s.io", "leases", "get update", "vm-dhcp-controllers"),
     ),

@@ -20,6 +20,7 @@ from vmdhcp.agent.kubeapi import Connection
 from vmdhcp.agent.leading import Leadership
 from vmdhcp.agent.metrics import AgentMetrics
 from vmdhcp.agent.replies import Outgoing, udp_address
+from vmdhcp.agent.rogue_watch import RogueWatch, watch_rogues
 from vmdhcp.agent.sources import FileSource, KubernetesSource
 from vmdhcp.agent.state import PoolState, PoolStateError, build_state, ntp_hostnames
 from vmdhcp.agent.transport import DhcpServer, TransportError, serve_udp
@@ -66,6 +67,8 @@ class Agent:
         """Source (address, port) -> its Ingress; only the packet thread uses it."""
         self.leadership: Leadership | None = None
         """With --leader-election: answers only while it leads."""
+        self.rogue: RogueWatch | None = None
+        """With --rogue-check-interval > 0: looks for other DHCP servers while serving."""
 
     # -- health, readiness and views -----------------------------------------------------
 
@@ -100,6 +103,10 @@ class Agent:
 
     def server_ip(self) -> IPv4Address | None:
         return None if self.state is None else self.state.config.server_ip
+
+    def serving(self) -> bool:
+        """Loaded, and the one that answers (the leader, or the only agent)."""
+        return self.state is not None and (self.leadership is None or self.leadership.serving())
 
     # -- the packet path -----------------------------------------------------------------
 
@@ -274,6 +281,15 @@ async def run(config: AgentConfig) -> int:
             log.error("%s", exc)
             return 1
         log.info("dhcp server listening on %s udp/67", config.nic)
+        if config.rogue_check_interval > 0:
+            agent.rogue = watch_rogues(
+                config,
+                agent.metrics,
+                loop,
+                serving=agent.serving,
+                server_id=agent.server_ip,
+                pool_macs=lambda: {} if agent.state is None else agent.state.leases,
+            )
     else:
         log.info("dry run: no dhcp socket")
 
@@ -329,6 +345,8 @@ async def run(config: AgentConfig) -> int:
             agent.events = EventPoster(api, source.namespace, source.name, component)
             if agent.leadership is not None:
                 agent.leadership.start(api)
+            if agent.rogue is not None:
+                agent.rogue.attach(config, api, agent.events, (source.namespace, source.name))
 
         source.on_client = attach_client
     else:
@@ -351,6 +369,8 @@ async def run(config: AgentConfig) -> int:
     # standby takes over at once), then stop reading the pool, then the HTTP server.
     if agent.leadership is not None:
         await agent.leadership.stop()
+    if agent.rogue is not None:
+        await agent.rogue.close()
     if agent.protocol is not None:
         agent.protocol.close()
     for task in (source_task, stop_task, heartbeat):

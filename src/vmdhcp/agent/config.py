@@ -19,6 +19,8 @@ from vmdhcp.errors import VmdhcpError
 DEFAULT_NIC = "eth1"
 DEFAULT_HTTP_PORT = 8080
 MAX_REPLY_CACHE = 65_536
+DEFAULT_ROGUE_CHECK_INTERVAL = 60.0
+MIN_ROGUE_CHECK_INTERVAL, MAX_ROGUE_CHECK_INTERVAL = 0.5, 86_400.0
 
 
 class ConfigError(VmdhcpError):
@@ -54,6 +56,8 @@ class AgentConfig:
     uid: str = ""
     """The pod's uid (env POD_UID): with the name, this replica's identity in the election,
     so that a new pod of a reused name is never taken for the old one."""
+    rogue_check_interval: float = DEFAULT_ROGUE_CHECK_INTERVAL
+    """Seconds between two probes for other DHCP servers on the network (0: no check)."""
 
     @property
     def identity(self) -> str:
@@ -150,6 +154,15 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         f"(env VM_DHCP_AGENT_REPLY_CACHE_SIZE, default {DEFAULT_CAPACITY})",
     )
     p.add_argument(
+        "--rogue-check-interval",
+        type=float,
+        default=env.get("VM_DHCP_AGENT_ROGUE_CHECK_INTERVAL", DEFAULT_ROGUE_CHECK_INTERVAL),
+        metavar="SECONDS",
+        help="the serving agent probes the network for other DHCP servers this often "
+        "(jittered by 10%%) and reports those seen in the last three checks; 0 turns it off "
+        f"(env VM_DHCP_AGENT_ROGUE_CHECK_INTERVAL, default {DEFAULT_ROGUE_CHECK_INTERVAL:g})",
+    )
+    p.add_argument(
         "--debug",
         action="store_true",
         default=_truthy(env.get("VM_DHCP_AGENT_DEBUG")),
@@ -187,6 +200,12 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> AgentConfig:
         raise ConfigError(
             f"--reply-cache-size {args.reply_cache_size} is not between 0 and {MAX_REPLY_CACHE}"
         )
+    interval = args.rogue_check_interval
+    if interval != 0 and not MIN_ROGUE_CHECK_INTERVAL <= interval <= MAX_ROGUE_CHECK_INTERVAL:
+        raise ConfigError(
+            f"--rogue-check-interval {interval:g} is neither 0 (off) nor between "
+            f"{MIN_ROGUE_CHECK_INTERVAL:g} and {MAX_ROGUE_CHECK_INTERVAL:g} seconds"
+        )
     if not args.nic or len(args.nic) > 15 or "/" in args.nic:
         raise ConfigError(f"--nic {args.nic!r} is not an interface name")
     if args.leader_election:
@@ -214,4 +233,5 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> AgentConfig:
         leader_election=args.leader_election,
         namespace=args.namespace,
         uid=env.get("POD_UID", ""),
+        rogue_check_interval=interval,
     )

@@ -150,6 +150,14 @@ def _in_cluster() -> Connection:
     )
 
 
+def in_cluster_namespace() -> str:
+    """The pod's namespace from its service account ("" outside a cluster)."""
+    try:
+        return (SERVICE_ACCOUNT / "namespace").read_text().strip()
+    except OSError:
+        return ""
+
+
 def _named(items: list[dict[str, Any]], name: str, what: str) -> dict[str, Any]:
     for item in items or []:
         if item.get("name") == name:

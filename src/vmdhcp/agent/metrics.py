@@ -1,5 +1,7 @@
 """The agent's Prometheus metrics, in a private registry. Labels are bounded enums only
 (message types and drop reasons), never MACs or addresses: per-lease detail is /leases.
+The one exception is `vmdhcp_agent_rogue_server_info{server_id, mac}`: one series per
+foreign DHCP server seen, at most `rogue.MAX_SERVERS`, removed when it is forgotten.
 
 The per-packet counters and the reply latency histogram are plain integers that only the
 packet thread writes, turned into metric families when /metrics is scraped. A
@@ -17,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from vmdhcp.agent.rogue import FRAME_RESULTS
 from vmdhcp.dhcp import DropReason, MessageType
 
 MESSAGE_TYPES = {int(t): t.name.lower() for t in MessageType}
@@ -93,6 +96,12 @@ class _PacketCollector(Collector):
             "result",
             {"hit": m.reply_cache_hits, "miss": m.reply_cache_misses},
         )
+        yield _labelled(
+            "vmdhcp_agent_rogue_frames",
+            "Frames to the DHCP client port seen by the rogue server check, by what they were",
+            "result",
+            m.rogue_frames,
+        )
         histogram = HistogramMetricFamily(
             "vmdhcp_agent_reply_duration_seconds",
             "Time from receiving a request to handing its reply to the kernel",
@@ -124,6 +133,8 @@ class AgentMetrics:
         self.reply_cache_hits = Tally()
         self.reply_cache_misses = Tally()
         self.reply_seconds = LatencyHistogram(REPLY_BUCKETS)
+        self.rogue_frames = {result: Tally() for result in FRAME_RESULTS}
+        """Written by the rogue check's receive thread only."""
         r.register(_PacketCollector(self))
         self.send_errors = Counter(
             "vmdhcp_agent_send_errors", "Replies the kernel refused to send", registry=r
@@ -148,6 +159,25 @@ class AgentMetrics:
         self.leader_transitions = Counter(
             "vmdhcp_agent_leader_transitions",
             "Times this agent started or stopped serving its pool",
+            registry=r,
+        )
+
+        self.rogue_servers = Gauge(
+            "vmdhcp_agent_rogue_servers",
+            "Other DHCP servers answering on the pool's network, seen in the last three "
+            "rogue checks (by the serving agent)",
+            registry=r,
+        )
+        self.rogue_server_info = Gauge(
+            "vmdhcp_agent_rogue_server_info",
+            "1 for each other DHCP server seen in the last three rogue checks: its server "
+            "identifier and the MAC its answers came from",
+            ["server_id", "mac"],
+            registry=r,
+        )
+        self.rogue_probes = Counter(
+            "vmdhcp_agent_rogue_probes",
+            "DHCPDISCOVER probes sent to find other DHCP servers",
             registry=r,
         )
 

@@ -23,6 +23,7 @@ from vmdhcp.api.constants import (
     AGENT_LABEL_VALUE,
     LABEL_VM_DHCP_CONTROLLER,
 )
+from vmdhcp.controller import rogue
 from vmdhcp.controller.config import ControllerConfig
 from vmdhcp.controller.context import RESOURCES
 from vmdhcp.controller.engine import LOADED_AT_START, PODS, Controller
@@ -130,6 +131,8 @@ async def run(config: ControllerConfig) -> int:
                 on_event=functools.partial(controller.observe, PODS),
             )
         )
+        reports = rogue.Reports(controller.ctx)
+        informers.append(rogue.report_informer(kube, config.agent_namespace, reports))
         for informer in informers:
             informer.start(loop)
         listed = asyncio.create_task(controller.listed_once(LOADED_AT_START))

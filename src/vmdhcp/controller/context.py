@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from vmdhcp.agent.report import AgentReport
 from vmdhcp.api import GROUP, VERSION
 from vmdhcp.api.constants import (
     KUBEVIRT_GROUP,
@@ -73,6 +74,8 @@ class Context:
     agent_leases: dict[Ref, tuple[str, float, str]] = field(default_factory=dict)
     """IPPool -> its agents' Lease record as last read, when we saw it change, and the last
     holder we saw in it."""
+    agent_reports: dict[str, AgentReport] = field(default_factory=dict)
+    """The agents' reports (`vmdhcp.agent.report`) by report Lease name (see `rogue`)."""
     events: EventRecorder = field(init=False)
 
     def __post_init__(self) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from vmdhcp.api import IPPool, NetworkConfigState
-from vmdhcp.controller import agents
+from vmdhcp.controller import agents, rogue
 from vmdhcp.controller.allocator import Claim, Ref, mac_or_none
 from vmdhcp.controller.conditions import error, flag, ok, set_condition
 from vmdhcp.controller.context import IPPOOLS, VMNETCFGS, VMS, Context
@@ -159,7 +159,12 @@ def conditions_of(
             now=now,
             generation=generation,
         )
-    return conditions
+
+    def changed(seen: bool, message: str) -> None:
+        log.log(logging.WARNING if seen else logging.INFO, "ippool %s/%s: %s", *ref, message)
+
+    report = rogue.report_of(ctx, ref)
+    return rogue.with_rogue_condition(conditions, report, body, now, generation, changed)
 
 
 def allocation_patch(ctx: Context, ref: Ref, body: Body, now: str) -> Body:

@@ -55,8 +55,20 @@ def test_file_mode(tmp_path: Path) -> None:
         (["--ippool-ref", "a/b", "--http-port", "x"], "invalid int value"),
         (["--ippool-ref", "a/b", "--nic", "a-very-long-interface"], "is not an interface name"),
         (["--ippool-ref", "a/b", "--bogus"], "unrecognized arguments: --bogus"),
+        (["--ippool-ref", "a/b", "--rogue-check-interval", "0.1"], "neither 0 .off. nor"),
+        (["--ippool-ref", "a/b", "--rogue-check-interval", "-1"], "neither 0 .off. nor"),
+        (["--ippool-ref", "a/b", "--rogue-check-interval", "nan"], "neither 0 .off. nor"),
+        (["--ippool-ref", "a/b", "--rogue-check-interval", "x"], "invalid float value"),
     ],
 )
 def test_bad_input_is_one_clear_error(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(argv, {})
+
+
+def test_the_rogue_check_interval_flag_and_variable() -> None:
+    assert load_config(["--ippool-ref", "a/b"], {}).rogue_check_interval == 60.0
+    env = {"VM_DHCP_AGENT_ROGUE_CHECK_INTERVAL": "0"}
+    assert load_config(["--ippool-ref", "a/b"], env).rogue_check_interval == 0
+    argv = ["--ippool-ref", "a/b", "--rogue-check-interval", "1.5"]
+    assert load_config(argv, env).rogue_check_interval == 1.5

@@ -1,0 +1,242 @@
+"""The agent's report to the controller: what only the serving agent sees on the wire, for
+the controller to put in the IPPool's status (the agent may not write IPPools).
+
+The channel is one coordination.k8s.io Lease per IPPool in the agent namespace,
+`report_lease_name(pool)`, labelled `REPORT_LABEL=true`, with the report as JSON in the
+annotation `REPORT_ANNOTATION`; `spec.holderIdentity` names the agent that wrote it last,
+`spec.renewTime` when. The agent already creates, reads and updates Leases there (its
+election), so the channel costs it no new privilege; the controller lists and watches
+these Leases by label (read only, in that one namespace). Only the serving agent writes,
+and only when the content changes (a pool with nothing to report has no report at all);
+the controller never writes it. Level-triggered: the report is the agent's current view,
+not a stream of happenings, so a restart on either side loses nothing.
+
+The content is versioned and open to more fields: `declined` (part 2 of issue 14, "MAC X
+declined address Y") goes beside `rogueServers`, kept by the agent until the IPPool it
+watches no longer gives Y to X, and acted on by the controller (re-allocation) the same
+way it turns `rogueServers` into the `RogueDHCPServer` condition.
+
+Pure but for `ReportWriter`, which does the writing; the controller imports the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from vmdhcp.api import GROUP
+from vmdhcp.errors import ApiError
+
+log = logging.getLogger("vmdhcp.agent")
+
+REPORT_LABEL = f"{GROUP}/agent-report"
+REPORT_ANNOTATION = f"{GROUP}/agent-report"
+REPORT_VERSION = 1
+WRITE_RETRY_SECONDS = 5.0
+
+
+def report_lease_name(pool_namespace: str, pool_name: str) -> str:
+    """`vm-dhcp-agent-report-<ns>-<name>`, cut and hashed to stay within 63 characters."""
+    full = f"vm-dhcp-agent-report-{pool_namespace}-{pool_name}"
+    if len(full) <= 63:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    return f"{full[:54].rstrip('-.')}-{digest}"
+
+
+def utc_stamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, order=True)
+class ReportedServer:
+    server_id: str
+    mac: str
+    since: str = field(default="", compare=False)
+
+    def describe(self) -> str:
+        return f"{self.server_id} (MAC {self.mac})"
+
+
+@dataclass(frozen=True)
+class AgentReport:
+    ippool: tuple[str, str]
+    ippool_uid: str
+    agent: str
+    rogue_check_interval: float
+    rogue_servers: tuple[ReportedServer, ...] = ()
+
+    def same_content(self, other: AgentReport | None) -> bool:
+        """Whether writing this over `other` would tell the controller anything new (who
+        wrote it and since when a server is known do not count: no write per failover)."""
+        if other is None:
+            return not self.rogue_servers
+        return (
+            self.ippool == other.ippool
+            and self.ippool_uid == other.ippool_uid
+            and self.rogue_check_interval == other.rogue_check_interval
+            and self.rogue_servers == other.rogue_servers
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": REPORT_VERSION,
+                "ippool": f"{self.ippool[0]}/{self.ippool[1]}",
+                "ippoolUID": self.ippool_uid,
+                "agent": self.agent,
+                "rogueCheckInterval": self.rogue_check_interval,
+                "rogueServers": [
+                    {"serverID": s.server_id, "mac": s.mac, "since": s.since}
+                    for s in self.rogue_servers
+                ],
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_lease(cls, lease: dict[str, Any]) -> AgentReport | None:
+        """The report a Lease carries; None when it carries none we can read (a report of a
+        later version with the same fields is read; fields it adds are ignored)."""
+        annotations = (lease.get("metadata") or {}).get("annotations") or {}
+        try:
+            data = json.loads(annotations.get(REPORT_ANNOTATION) or "")
+            namespace, _, name = data["ippool"].partition("/")
+            if not namespace or not name:
+                return None
+            servers = tuple(
+                sorted(
+                    ReportedServer(_text(s["serverID"]), _text(s["mac"]), str(s.get("since") or ""))
+                    for s in data.get("rogueServers") or []
+                )
+            )
+            return cls(
+                (namespace, name),
+                str(data.get("ippoolUID") or ""),
+                str(data.get("agent") or ""),
+                float(data.get("rogueCheckInterval") or 0),
+                servers,
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"not a non-empty string: {value!r}")
+    return value
+
+
+def lease_body(
+    report: AgentReport, namespace: str, identity: str, current: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The Lease carrying `report`: `current` (as read, with its resourceVersion) updated,
+    or a new one."""
+    body: dict[str, Any] = dict(current or {})
+    metadata = dict(body.get("metadata") or {})
+    metadata["name"] = report_lease_name(*report.ippool)
+    metadata["namespace"] = namespace
+    metadata["labels"] = {**(metadata.get("labels") or {}), REPORT_LABEL: "true"}
+    metadata["annotations"] = {
+        **(metadata.get("annotations") or {}),
+        REPORT_ANNOTATION: report.to_json(),
+    }
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    spec = {**(body.get("spec") or {}), "holderIdentity": identity, "renewTime": stamp}
+    body.update(apiVersion="coordination.k8s.io/v1", kind="Lease", metadata=metadata, spec=spec)
+    return body
+
+
+class ReportWriter:
+    """Keeps the pool's report Lease equal to the latest report wanted: written from a
+    thread, only when its content differs from what the Lease holds, retried on failure."""
+
+    def __init__(self, api: Any, namespace: str, identity: str) -> None:
+        self.api = api
+        """A `vmdhcp.agent.kubeapi.Connection` (its `request`)."""
+        self.namespace = namespace
+        self.identity = identity
+        self.writes = 0
+        self._wanted: AgentReport | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def _path(self, name: str = "") -> str:
+        base = f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases"
+        return f"{base}/{name}" if name else base
+
+    def _read(self, pool: tuple[str, str]) -> dict[str, Any] | None:
+        try:
+            lease: dict[str, Any] = self.api.request(
+                "GET", self._path(report_lease_name(*pool)), timeout=10
+            )
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+        return lease
+
+    async def stored(self, pool: tuple[str, str]) -> AgentReport | None:
+        """What the pool's report says now (a new leader starts from it); None when there
+        is none or it cannot be read."""
+        try:
+            lease = await asyncio.to_thread(self._read, pool)
+        except Exception as exc:  # best effort: the agent starts from nothing then
+            log.warning("cannot read the report of ippool %s/%s: %s", *pool, exc)
+            return None
+        return None if lease is None else AgentReport.from_lease(lease)
+
+    def want(self, report: AgentReport) -> None:
+        """Make the report say this (soon); called on the event loop."""
+        self._wanted = report
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="agent-report")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            report = self._wanted
+            if report is None:
+                continue
+            try:
+                await asyncio.to_thread(self._sync, report)
+            except Exception as exc:  # the API server away, a conflict: try again
+                log.warning(
+                    "cannot write the report of ippool %s/%s (retrying in %.0fs): %s",
+                    *report.ippool,
+                    WRITE_RETRY_SECONDS,
+                    str(exc).splitlines()[0] if str(exc) else exc,
+                )
+                await asyncio.sleep(WRITE_RETRY_SECONDS)
+                self._wake.set()
+
+    def _sync(self, report: AgentReport) -> None:
+        current = self._read(report.ippool)
+        if report.same_content(None if current is None else AgentReport.from_lease(current)):
+            return
+        body = lease_body(report, self.namespace, self.identity, current)
+        if current is None:
+            self.api.request("POST", self._path(), body=body, timeout=10)
+        else:
+            self.api.request(
+                "PUT", self._path(body["metadata"]["name"]), body=body, timeout=10
+            )  # a 409 (changed meanwhile) is retried from a fresh read
+        self.writes += 1
+        log.info(
+            "reported to the controller for ippool %s/%s: %s",
+            *report.ippool,
+            ", ".join(s.describe() for s in report.rogue_servers) or "no foreign DHCP server",
+        )
