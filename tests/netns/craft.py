@@ -8,6 +8,10 @@ an INIT-REBOOT with a chosen address, odd hardware types). The spec (JSON on std
     type                    discover | request | release | decline | inform (default request)
     requested, server_id    options 50 and 54 (omitted when absent)
     ciaddr, giaddr          BOOTP fields (default 0.0.0.0)
+    src, sport              IP source and UDP source port (defaults ciaddr, 68; a relay
+                            agent sends from its own address and port 67)
+    dst, eth_dst            IP and Ethernet destination (defaults 255.255.255.255 and
+                            ff:ff:ff:ff:ff:ff; a relay agent unicasts to the server)
     broadcast               set the broadcast flag (default true)
     htype, hlen, chaddr     hardware fields (defaults 1, 6, mac)
     xid                     transaction id (default random)
@@ -87,9 +91,9 @@ def build(spec: dict[str, Any]) -> tuple[Any, int]:
         chaddr=chaddr + b"\x00" * (16 - len(chaddr)),
     )
     frame = (
-        Ether(src=mac, dst="ff:ff:ff:ff:ff:ff")
-        / IP(src=ciaddr, dst="255.255.255.255")
-        / UDP(sport=68, dport=67)
+        Ether(src=mac, dst=spec.get("eth_dst", "ff:ff:ff:ff:ff:ff"))
+        / IP(src=spec.get("src", ciaddr), dst=spec.get("dst", "255.255.255.255"))
+        / UDP(sport=int(spec.get("sport", 68)), dport=67)
         / bootp
         / DHCP(options=options)
     )

@@ -51,9 +51,13 @@ class DropReason(StrEnum):
     UNSUPPORTED_HARDWARE = "unsupported_hardware"
     """htype/hlen other than Ethernet: leases are keyed by MAC."""
     UNKNOWN_MAC = "unknown_mac"
-    """No lease for this MAC: RFC 2131 says a server without a record stays silent."""
+    """No lease for this MAC: RFC 2131 says a server without a record stays silent (a REQUEST
+    naming this server gets a NAK instead, and an INFORM an ACK: see the responder)."""
     FOREIGN_SERVER = "foreign_server"
     """Option 54 names another server: the client chose (or releases to) someone else."""
+    FOREIGN_SUBNET = "foreign_subnet"
+    """Relayed from a giaddr outside the pool's subnet: the client sits on a subnet this
+    server does not serve (RFC 2131 4.3.1 picks the client's subnet from giaddr)."""
     RELEASE = "release"
     """DHCPRELEASE: no reply by design; see `Drop.event`."""
     DECLINE = "decline"

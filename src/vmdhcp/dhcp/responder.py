@@ -1,8 +1,8 @@
 """The DHCP server's decisions (RFC 2131 section 4.3 and table 3), as one pure function.
 
 `respond(request, leases, config, ingress, now)` checks, in this order: op, message type,
-hardware type, lease; then runs the handler of the message type from `HANDLERS` (the whole
-policy table is that one dict):
+hardware type, giaddr (a relay outside the pool's subnet: drop), lease; then runs the handler
+of the message type from `HANDLERS` for a client with a lease, `_stranger` for one without:
 
 =========== =============================================================================
 DISCOVER    OFFER yiaddr = lease, ciaddr 0
@@ -17,7 +17,15 @@ INFORM      ACK with configuration options; no yiaddr, no 51/58/59; unicast to c
 other       drop (unsupported_type)
 =========== =============================================================================
 
-Unknown MACs are dropped silently for every type, as RFC 2131 asks of a server without a record.
+A MAC without a lease (`_stranger`): a REQUEST whose option 54 is ours gets a NAK (RFC 2131
+3.1 step 4: the selected server that cannot satisfy a REQUEST SHOULD NAK it); an INFORM gets
+its ACK (3.4: the server answers "without ... checking for an existing binding"); everything
+else is dropped silently (unknown_mac), INIT-REBOOT included (4.3.2: "If the DHCP server has
+no record of this client, then it MUST remain silent").
+
+A relayed message (giaddr set) whose giaddr is outside the pool's subnet is dropped
+(foreign_subnet) whatever its type: RFC 2131 4.3.1 takes the client's subnet from giaddr, and
+this server serves one subnet.
 
 Options in OFFER and ACK (the lists live in `vmdhcp.dhcp.policy`): 53, 54, 51, 58, 59, 1, and
 3, 6, 15 when configured go to every client, whatever its parameter request list. Then the
@@ -77,11 +85,15 @@ _EMPTY_SNAME: Final = bytes(64)
 _EMPTY_FILE: Final = bytes(128)
 _MSG_WRONG_ADDRESS: Final = b"requested address is not this client's lease"
 _MSG_NO_ADDRESS: Final = b"request names no address"
+_MSG_NO_LEASE: Final = b"no lease for this client"
+_REQUEST_TYPE: Final = int(MessageType.REQUEST)
+_INFORM_TYPE: Final = int(MessageType.INFORM)
 _Z: Final = ZERO_ADDRESS  # `x is _Z or x == _Z`: see ZERO_ADDRESS
 
 _DROP: Final = {reason: Drop(reason) for reason in DropReason}
 _DROP_MALFORMED: Final = _DROP[DropReason.MALFORMED]
 _DROP_FOREIGN: Final = _DROP[DropReason.FOREIGN_SERVER]
+_DROP_FOREIGN_SUBNET: Final = _DROP[DropReason.FOREIGN_SUBNET]
 _DROP_NOT_BOOTREQUEST: Final = _DROP[DropReason.NOT_BOOTREQUEST]
 _DROP_NOT_DHCP: Final = _DROP[DropReason.NOT_DHCP]
 _DROP_UNSUPPORTED_TYPE: Final = _DROP[DropReason.UNSUPPORTED_TYPE]
@@ -114,13 +126,32 @@ def respond(
         return _DROP_UNSUPPORTED_TYPE
     if request.htype != 1 or request.hlen != 6:
         return _DROP_UNSUPPORTED_HARDWARE
+    giaddr = request.giaddr
+    if giaddr is not _Z and giaddr != _Z and giaddr not in config.subnet:
+        return _DROP_FOREIGN_SUBNET
     # bytes.hex(":") gives exactly vmdhcp.mac.mac_from_bytes's text (a test pins this) in
     # about 0.1 µs instead of 2.4 µs.
     mac = request.chaddr[:6].hex(":")
     lease = leases.get(mac)
     if lease is None:
-        return _DROP_UNKNOWN_MAC
+        return _stranger(request, kind[0], mac, config, ingress)
     return handler(request, mac, lease, config, ingress)
+
+
+def _stranger(
+    request: Packet, kind: int, mac: str, config: ServerConfig, ingress: Ingress
+) -> Reply | Drop:
+    """A client this server has no lease for (see the module's docstring)."""
+    if kind == _REQUEST_TYPE:
+        options = request.options
+        if options.get(_SERVER_ID) == config.server_id:
+            requested = options.get(_REQUESTED)
+            if requested is not None and len(requested) != 4:
+                return _DROP_MALFORMED
+            return _nak(request, config, _MSG_NO_LEASE)
+    elif kind == _INFORM_TYPE:
+        return _inform(request, mac, None, config, ingress)
+    return _DROP_UNKNOWN_MAC
 
 
 # --- handlers: one per message type -------------------------------------------------------------
@@ -165,14 +196,16 @@ def _request(
 
 
 def _inform(
-    request: Packet, mac: str, lease: Lease, config: ServerConfig, ingress: Ingress
+    request: Packet, mac: str, lease: Lease | None, config: ServerConfig, ingress: Ingress
 ) -> Reply:
     # RFC 2131 3.4 and 4.3.5: configuration only: no yiaddr, no lease time, T1 or T2; sent to
-    # ciaddr (to the datagram's source when a client leaves ciaddr empty).
+    # ciaddr (to the datagram's source when a client leaves ciaddr empty). Answered with or
+    # without a lease (3.4); a lease only adds its host name.
     plan = config.plan
     options = {_MESSAGE_TYPE: _ACK}
     options.update(plan.inform)
-    _add_optional(request, lease, config, options, plan.inform_size)
+    hostname = None if lease is None else lease.hostname
+    _add_optional(request, hostname, config, options, plan.inform_size)
     ciaddr = request.ciaddr
     packet = Packet(
         _BOOTREPLY,
@@ -245,7 +278,7 @@ def _lease_reply(
     plan = config.plan
     options = {_MESSAGE_TYPE: kind}
     options.update(plan.lease)
-    _add_optional(request, lease, config, options, plan.lease_size)
+    _add_optional(request, lease.hostname, config, options, plan.lease_size)
     address = lease.address
     giaddr = request.giaddr
     flags = request.flags
@@ -272,10 +305,15 @@ def _lease_reply(
 
 
 def _add_optional(
-    request: Packet, lease: Lease, config: ServerConfig, options: dict[int, bytes], size: int
+    request: Packet,
+    hostname: str | None,
+    config: ServerConfig,
+    options: dict[int, bytes],
+    size: int,
 ) -> None:
     """Echo 61 and 82, then add the optional options the client asked for, in priority order,
-    while they fit its size limit. `size` is the reply's wire size so far."""
+    while they fit its size limit. `size` is the reply's wire size so far; `hostname` is the
+    lease's (option 12)."""
     received = request.options
     client_id = received.get(_CLIENT_ID)
     if client_id is not None:
@@ -294,9 +332,9 @@ def _add_optional(
         if wanted is not None and code not in wanted:
             continue
         if code == FROM_LEASE:
-            if lease.hostname is None:
+            if hostname is None:
                 continue
-            value = encode_text(lease.hostname)
+            value = encode_text(hostname)
             extra = encoded_size(value)
         if size + extra <= limit:
             options[code] = value

@@ -280,7 +280,8 @@ PATHS: list[tuple[str, Packet, Ingress, Sends | Drops]] = [
         FROM_CLIENT,
         Sends(M.ACK, BROADCAST),
     ),
-    # Unknown MACs: silent, whatever the type
+    # Unknown MACs: silent, but for a REQUEST naming us (NAK) and an INFORM (ACK): those and
+    # the other RFC 2131 edges are in test_rfc2131_edges.py
     *[
         (
             f"unknown mac, {kind.name.lower()}",
@@ -288,13 +289,20 @@ PATHS: list[tuple[str, Packet, Ingress, Sends | Drops]] = [
             FROM_CLIENT,
             Drops(R.UNKNOWN_MAC),
         )
-        for kind in (M.DISCOVER, M.REQUEST, M.DECLINE, M.RELEASE, M.INFORM)
+        for kind in (M.DISCOVER, M.DECLINE, M.RELEASE)
     ],
     (
         "unknown mac, renewing",
         request(M.REQUEST, mac="02:00:00:00:00:99", ciaddr=CIADDR),
         FROM_CLIENT,
         Drops(R.UNKNOWN_MAC),
+    ),
+    # A relay outside the pool's subnet: its clients are on a subnet we do not serve
+    (
+        "discover relayed from another subnet",
+        request(M.DISCOVER, giaddr=ip("10.0.0.1")),
+        Ingress("eth1", ip("10.0.0.1"), 67),
+        Drops(R.FOREIGN_SUBNET),
     ),
     # What a server does not answer
     ("a reply (op 2)", request(M.DISCOVER, op=2), FROM_CLIENT, Drops(R.NOT_BOOTREQUEST)),

@@ -136,11 +136,25 @@ def test_request_selecting_another_server_is_dropped(client: str) -> None:
     assert respond(request, table, config, sample.ingress, 0.0) == Drop(DropReason.FOREIGN_SERVER)
 
 
-@pytest.mark.parametrize("name", [f"{c}-{k}" for c in CLIENTS for k in ("discover", "request")])
-def test_unknown_client_is_ignored(name: str) -> None:
-    sample = SAMPLES[name.split("-")[0]]
+@pytest.mark.parametrize("client", CLIENTS)
+def test_unknown_client_discovering_is_ignored(client: str) -> None:
+    sample = SAMPLES[client]
     strangers = {"02:00:00:00:00:ff": Lease(sample.address)}
-    assert answer(name, sample, leases=strangers) == Drop(DropReason.UNKNOWN_MAC)
+    decision = answer(f"{client}-discover", sample, leases=strangers)
+    assert decision == Drop(DropReason.UNKNOWN_MAC)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_unknown_client_selecting_us_gets_a_nak(client: str) -> None:
+    """Every captured REQUEST is a SELECTING one naming our server (RFC 2131 3.1 step 4)."""
+    sample = SAMPLES[client]
+    assert parse(load(f"{client}-request")).options[54] == SERVER_IP.packed
+    strangers = {"02:00:00:00:00:ff": Lease(sample.address)}
+    decision = answer(f"{client}-request", sample, leases=strangers)
+    assert isinstance(decision, Reply)
+    assert decision.message_type == MessageType.NAK
+    relayed = sample.ingress is FROM_RELAY
+    assert decision.destination == (Relay(RELAY_IP) if relayed else BROADCAST)
 
 
 def test_udhcpc_576_byte_limit_and_its_request_list() -> None:
