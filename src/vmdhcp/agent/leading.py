@@ -6,10 +6,12 @@ Every replica loads the pool and keeps it hot; they contend for the Lease
 and answers; a standby holds no address and answers nothing. The packet path asks for
 every request (`serving`): only a leader within its renew deadline that holds the address
 answers. One lock orders every change of the address, and a keeper brings the NIC in line
-with leadership every second (refreshing the address's lifetime, which the kernel enforces
-if this process stops): a leader that could not renew stops answering at its deadline and
-drops the address then, before the Lease can pass (lease duration > renew deadline), so
-two agents never serve at once. SIGTERM drops the address, then releases the Lease.
+with leadership every second, giving the address a lifetime that ends with this leader's
+renew deadline (the kernel removes it then, even if this process is frozen): a leader that
+could not renew stops answering and loses the address at its deadline, before the Lease can
+pass (lease duration > renew deadline), so two agents never serve at once. A leader that
+cannot put the address on its NIC fails its /healthz (the kubelet restarts it, and SIGTERM
+hands the Lease over). SIGTERM drops the address, then releases the Lease.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ log = logging.getLogger("vmdhcp.agent")
 
 LEASE_WATCH_SECONDS = 300
 KEEP_SECONDS = 1.0
+HOLD_ATTEMPTS = 3
+"""A leader that failed to put the address on its NIC this many times in a row is unwell."""
 LEASE_SECONDS, RENEW_DEADLINE_SECONDS, RETRY_SECONDS = 12.0, 8.0, 2.0
 """The agents' election: a dead leader's successor serves within about 12 s of its last
 renewal; renewals every 2 s are 0.5 Lease writes per pool per second."""
@@ -59,7 +63,7 @@ class Leadership:
         self.metrics = metrics
         self.dry_run = dry_run
         self.timings = (lease_duration, renew_deadline, retry_period)
-        self.address = ServerAddress(nic, lifetime=renew_deadline)
+        self.address = ServerAddress(nic)
         self.elector: LeaderElector | None = None
         self.config: ServerConfig | None = None
         self.problem = ""
@@ -106,6 +110,8 @@ class Leadership:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         async with self._lock:
             await self.address.drop()
+            if self.config is not None and not self.dry_run:
+                await self.address.clear(self._interface(self.config))
 
     async def pool_changed(self, config: ServerConfig) -> None:
         """A new pool version: a leader follows a changed serverIP or subnet."""
@@ -137,20 +143,28 @@ class Leadership:
     async def _converge(self) -> None:
         if self.dry_run or self.config is None:
             return
-        interface = IPv4Interface(f"{self.config.server_ip}/{self.config.subnet.prefixlen}")
+        interface = self._interface(self.config)
         elector = self.elector
         async with self._lock:
-            if elector is not None and elector.is_leader():
-                fresh = await self.address.hold(interface)
-                if not elector.is_leader():  # the deadline passed while `ip` ran
+            left = int(elector.time_left()) if elector is not None else 0
+            if left >= 1:
+                fresh = await self.address.hold(interface, left)
+                if not elector or not elector.is_leader():  # the deadline passed meanwhile
                     await self.address.drop()
                 elif fresh:
                     await self._announce(interface)
+                if self.address.failures >= HOLD_ATTEMPTS and not self.problem:
+                    self.problem = f"leading, but cannot put {interface} on {self.nic}"
+                    log.error("%s", self.problem)
             elif self.address.held is not None:
                 await self.address.drop()
             elif not self._cleared:
                 await self.address.clear(interface)  # left by a killed process of this pod
                 self._cleared = True
+
+    @staticmethod
+    def _interface(config: ServerConfig) -> IPv4Interface:
+        return IPv4Interface(f"{config.server_ip}/{config.subnet.prefixlen}")
 
     async def _announce(self, interface: IPv4Interface) -> None:
         try:

@@ -45,26 +45,32 @@ async def _ip(*args: str) -> tuple[int, str]:
 class ServerAddress:
     """`interface` (serverIP/prefix) on `nic`, held while leading."""
 
-    def __init__(self, nic: str, lifetime: float) -> None:
+    def __init__(self, nic: str) -> None:
         self.nic = nic
-        self.lifetime = max(1, int(lifetime))
         self.held: IPv4Interface | None = None
+        self.failures = 0
+        """Attempts to hold it that failed in a row."""
 
-    async def hold(self, interface: IPv4Interface) -> bool:
-        """Put it on the NIC or refresh its lifetime; True when newly held."""
+    async def hold(self, interface: IPv4Interface, lifetime: int) -> bool:
+        """Put it on the NIC, or refresh it, for `lifetime` seconds (the kernel removes it
+        then, whatever becomes of this process); True when newly held."""
         if self.held is not None and self.held != interface:
             await self.drop()
-        lifetime = str(self.lifetime)
+        fresh = self.held != interface
+        # counted as held before `ip` runs: a call cancelled after the kernel added it
+        # must still be dropped by whoever drops it next
+        self.held = interface
+        seconds = str(max(1, lifetime))
         code, err = await _ip(
             "-4", "address", "replace", str(interface), "dev", self.nic,
-            "valid_lft", lifetime, "preferred_lft", lifetime,
+            "valid_lft", seconds, "preferred_lft", seconds,
         )  # fmt: skip
         if code:
+            self.failures += 1
             log.error("cannot put %s on %s: %s", interface, self.nic, err)
-            self.held = None
+            await self.drop()
             return False
-        fresh = self.held != interface
-        self.held = interface
+        self.failures = 0
         if fresh:
             log.info("serving address %s on %s", interface, self.nic)
         return fresh

@@ -41,6 +41,11 @@ ANNOTATION_DHCP_POOL: Final = f"{GROUP}/dhcp-pool"
 # Marks in IPPool status.ipv4.allocated
 EXCLUDED_MARK: Final = EXCLUDED
 RESERVED_MARK: Final = RESERVED
+DECLINED_MARK: Final = "DECLINED"
+"""An address a client declined (DHCPDECLINE: another host answers for it), set aside by the
+controller for its quarantine: given to nobody, counted as used. Ours; upstream's readers
+take it for a MAC that matches no VM."""
+MARKS: Final = frozenset((EXCLUDED, RESERVED, DECLINED_MARK))
 
 DEFAULT_LEASE_TIME: Final = 31_536_000
 """Seconds; upstream serves one year when the pool sets no (or a non-positive) lease time."""
@@ -71,11 +76,28 @@ class ConditionStatus(StrEnum):
     UNKNOWN = "Unknown"
 
 
+MAX_LEASE_NAME = 253
+"""A Lease's name is a DNS subdomain."""
+
+
+def _pool_lease_name(prefix: str, pool_namespace: str, pool_name: str) -> str:
+    """`<prefix>.<ns>.<name>`: unambiguous, since a namespace has no dots (with dashes,
+    `a-b/c` and `a/b-c` would share a name); hashed when longer than a name may be."""
+    full = f"{prefix}.{pool_namespace}.{pool_name}"
+    if len(full) <= MAX_LEASE_NAME:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:16]
+    return f"{full[: MAX_LEASE_NAME - 17].rstrip('-.')}.{digest}"
+
+
 def agent_lease_name(pool_namespace: str, pool_name: str) -> str:
     """The coordination.k8s.io Lease the agents of one IPPool contend for (in the agent
-    namespace): `vm-dhcp-agent-<ns>-<name>`, cut and hashed to stay a valid name."""
-    full = f"vm-dhcp-agent-{pool_namespace}-{pool_name}"
-    if len(full) <= 63:
-        return full
-    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
-    return f"{full[:54].rstrip('-.')}-{digest}"
+    namespace): `vm-dhcp-agent.<ns>.<name>`."""
+    return _pool_lease_name("vm-dhcp-agent", pool_namespace, pool_name)
+
+
+def report_lease_name(pool_namespace: str, pool_name: str) -> str:
+    """The Lease in which the serving agent of one IPPool reports to the controller:
+    `vm-dhcp-agent-report.<ns>.<name>` (never an election Lease's name: the character after
+    `vm-dhcp-agent` differs)."""
+    return _pool_lease_name("vm-dhcp-agent-report", pool_namespace, pool_name)
