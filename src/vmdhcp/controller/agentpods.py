@@ -5,6 +5,7 @@ PodDisruptionBudget going."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from vmdhcp.api.constants import LABEL_IPPOOL_NAME, LABEL_IPPOOL_NAMESPACE
@@ -18,7 +19,7 @@ from vmdhcp.controller.manifests import (
     agent_replica_name,
     pod_is_ready,
 )
-from vmdhcp.controller.store import Body, meta, uid
+from vmdhcp.controller.store import Body, meta, ref_of, uid
 from vmdhcp.errors import ApiError
 
 log = logging.getLogger("vmdhcp.controller")
@@ -60,6 +61,30 @@ def stray_pods(ctx: Context, ref: Ref) -> list[Body]:
         if name not in wanted and pod is not None and links_to(pod, ref):
             found.append(pod)
     return found
+
+
+_monotonic = time.monotonic  # our own clock (tests set it)
+
+
+def waiting_message(names: list[str]) -> str:
+    return f"waiting for agent pod {', '.join(names)} of the previous shape to go"
+
+
+async def clear_the_way(ctx: Context, strays: list[Body]) -> list[str]:
+    """Delete the pool's pods of the other shape (upstream's single pod when replicas are
+    wanted, or the reverse) and name the ones the new shape must wait for: two shapes
+    never serve at once (the single pod holds the server address without an election, so
+    a replica could not fence it). One Terminating longer than --agent-replace-after is
+    taken for a pod of a dead node and waited for no longer."""
+    waiting = []
+    now = _monotonic()
+    for pod in strays:
+        if not terminating(pod):
+            await delete_pod(ctx, ref_of(pod))
+        since = ctx.agents_unwell_since.setdefault(uid(pod), now)
+        if now - since <= ctx.config.agent_replace_seconds:
+            waiting.append(str(meta(pod).get("name")))
+    return waiting
 
 
 def terminating(pod: Body | None) -> bool:

@@ -21,12 +21,14 @@ from vmdhcp.controller import replicas
 from vmdhcp.controller.agentpods import (
     agent_manifest,
     agent_names,
+    clear_the_way,
     create_pod,
     delete_pod,
     drop_pdb,
     links_to,
     pod_reference,
     stray_pods,
+    waiting_message,
 )
 from vmdhcp.controller.allocator import Ref
 from vmdhcp.controller.conditions import error, ok
@@ -109,10 +111,12 @@ async def ensure_agent(
     if ctx.config.agent_replicas > 1:
         return await replicas.ensure_replicas(ctx, ref, body, network, cluster_network, image)
     strays = stray_pods(ctx, ref)  # the replicas of a run with --agent-replicas > 1
-    for stray in strays:
-        await delete_pod(ctx, ref_of(stray))
+    waiting = await clear_the_way(ctx, strays)
     if strays:
         await drop_pdb(ctx, ref)
+    if waiting:
+        ctx.queue.add_after((IPPOOLS, *ref), 1.0)
+        return ok("AgentPodCreated"), error(waiting_message(waiting)), agent_ref
     name = agent_pod_name(*ref)
     pod_ref = (ctx.config.agent_namespace, name)
     pod = ctx.store.get(PODS, pod_ref)

@@ -15,12 +15,14 @@ from vmdhcp.api.constants import ANNOTATION_HOLD_AGENT_UPGRADE, agent_lease_name
 from vmdhcp.controller.agentpods import (
     REPLICA_SLOTS,
     agent_manifest,
+    clear_the_way,
     create_pod,
     delete_pod,
     node_lost,
     pod_reference,
     stray_pods,
     terminating,
+    waiting_message,
 )
 from vmdhcp.controller.allocator import Ref
 from vmdhcp.controller.conditions import error, ok
@@ -40,6 +42,11 @@ _monotonic = time.monotonic  # our own clock, for what we judge by elapsed time 
 Condition = tuple[bool, str, str]
 POLL_SECONDS = 5.0
 """A pool with agent replicas is reconciled again this often, to follow its Lease's holder."""
+HANDOVER_POLL_SECONDS = 1.0
+"""How often while no one holds the Lease and a replica is Ready: a takeover is near."""
+SILENT_FRACTION = 2 / 3
+"""A holder that has not renewed for this part of its Lease's duration has stopped
+serving by its own rule: the agents' renew deadline is 8 s of their 12 s lease."""
 
 
 async def ensure_pdb(ctx: Context, ref: Ref) -> None:
@@ -59,11 +66,12 @@ async def ensure_pdb(ctx: Context, ref: Ref) -> None:
     if current is not None:
         spec = current.get("spec") or {}
         wanted = body["spec"]
+        # a server without the unhealthyPodEvictionPolicy field drops it: not a difference
+        # to correct (or the budget would be replaced at every reconcile)
+        policy = spec.get("unhealthyPodEvictionPolicy")
         if (
-            all(
-                spec.get(key) == wanted[key]
-                for key in ("minAvailable", "unhealthyPodEvictionPolicy")
-            )
+            spec.get("minAvailable") == wanted["minAvailable"]
+            and policy in (None, wanted["unhealthyPodEvictionPolicy"])
             and "maxUnavailable" not in spec
         ):
             return
@@ -97,11 +105,30 @@ def next_to_roll(replicas: list[Body], holder: str, image: str) -> Body | None:
     return candidate
 
 
+async def _still_to_roll(
+    ctx: Context, replicas: list[Body], stale: Body, holder: str, image: str
+) -> bool:
+    """The roll-out's choice confirmed on the replicas as the API server has them now, not
+    as the watch last showed them: a drain may just have evicted another one, and the
+    budget does not guard our own deletes."""
+    fresh = []
+    for pod in replicas:
+        try:
+            fresh.append(await ctx.kube.read_pod(*ref_of(pod)))
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+            return False  # one is gone already: wait for its replacement
+    again = next_to_roll(fresh, holder, image)
+    return again is not None and uid(again) == uid(stale)
+
+
 async def _lease_holder(ctx: Context, ref: Ref) -> tuple[str, str]:
     """Who holds the pool's Lease: "" when no one does, there is no Lease yet, or the
-    holder has not renewed it for its duration. That is judged as the agents judge it: on
-    our own clock, since we last saw the record change (a dead leader's pod may still
-    look Ready for a while; its Lease says it stopped). Second: the holder before, when
+    holder has not renewed it for its renew deadline (SILENT_FRACTION of the duration),
+    after which it stops serving by its own rule. That is judged on our own clock, since
+    we last saw the record change (a dead leader's pod may look Ready for 40 s, until its
+    node is NotReady; its Lease says it stopped). Second: the holder before, when
     this read is the first to show another holder than the last one we saw (a failover, a
     handover); "" otherwise, and on our first read of it."""
     try:
@@ -121,8 +148,8 @@ async def _lease_holder(ctx: Context, ref: Ref) -> tuple[str, str]:
     ctx.agent_leases[ref] = (record, since, holder or last)
     before = last if holder and last and holder != last else ""
     duration = float(spec.get("leaseDurationSeconds") or 0)
-    if holder and duration and now - since > duration:
-        return "", ""  # expired: no one serves until a standby takes it
+    if holder and duration and now - since > duration * SILENT_FRACTION:
+        return "", ""  # silent: no one serves until a standby takes it
     return holder, before
 
 
@@ -135,6 +162,9 @@ def agent_ready(replicas: list[Body], serving: Body | None, holder: str, lease: 
         message = (
             f"agent pod {holder} serves; {len(ready_standbys)} of {len(standbys)} standbys ready"
         )
+        nodes = {(pod.get("spec") or {}).get("nodeName") for pod in replicas}
+        if len(replicas) > 1 and len(nodes) == 1 and None not in nodes:
+            message += f"; all on node {nodes.pop()}: that node's failure stops the pool"
         return True, "AgentPodReady", message
     count = f"{len(ready)} of {len(replicas)} agent pods ready"
     if not holder:
@@ -159,6 +189,8 @@ def _stuck(ctx: Context, pod: Body) -> bool:
         return False
     if len(ctx.agents_unwell_since) > 10_000:  # uids of pods long gone: bound the memory
         ctx.agents_unwell_since.clear()
+    if len(ctx.agents_seen_ready) > 10_000:
+        ctx.agents_seen_ready.clear()
     since = ctx.agents_unwell_since.setdefault(key, _monotonic())
     return _monotonic() - since > ctx.config.agent_replace_seconds
 
@@ -211,10 +243,13 @@ async def ensure_replicas(
     """The pool's N agent replicas and their PodDisruptionBudget, as they should be; the
     one serving is the holder of the pool's Lease."""
     namespace = ctx.config.agent_namespace
-    # the first reconcile after a run without replicas
+    # the first reconcile after a run without replicas: its pod goes first
     strays = stray_pods(ctx, ref)
-    for stray in strays:
-        await delete_pod(ctx, ref_of(stray))
+    waiting = await clear_the_way(ctx, strays)
+    if waiting:
+        ctx.queue.add_after((IPPOOLS, *ref), 1.0)
+        shown = (body.get("status") or {}).get("agentPodRef")
+        return ok("AgentPodCreated"), error(waiting_message(waiting)), shown
     identity, before = await _lease_holder(ctx, ref)
     holder, _, holder_uid = identity.partition("_")
     present = {
@@ -236,11 +271,13 @@ async def ensure_replicas(
         previous = before.partition("_")[0]
         was = "a pod of the same name" if previous == holder else previous
         ctx.events.post(body, "IPPool", "AgentFailover", f"agent pod {holder} serves (was {was})")
-    deleted = any(terminating(pod) for pod in counted.values()) or len(counted) < len(present)
-    stale = None if deleted else next_to_roll(replicas, holder, image)
-    if stale is not None and ANNOTATION_HOLD_AGENT_UPGRADE not in (
-        meta(body).get("annotations") or {}
-    ):
+    # a stuck replica (its node dead) does not hold the roll-out up: it is not counted
+    leaving = any(terminating(pod) for pod in counted.values())
+    short = leaving or len(counted) < ctx.config.agent_replicas
+    stale = None if short else next_to_roll(replicas, holder, image)
+    if stale is not None and ANNOTATION_HOLD_AGENT_UPGRADE in (meta(body).get("annotations") or {}):
+        stale = None
+    if stale is not None and await _still_to_roll(ctx, replicas, stale, holder, image):
         await delete_pod(ctx, ref_of(stale))
         rolled = str(meta(stale).get("name"))
         role = "the serving agent" if rolled == holder else "a standby"
@@ -259,7 +296,8 @@ async def ensure_replicas(
         serving = None  # a new pod of the holder's name: the holder itself is gone
     lease = f"{namespace}/{agent_lease_name(*ref)}"
     shown = serving or next((p for p in replicas if not terminating(p)), replicas[0])
-    ctx.queue.add_after((IPPOOLS, *ref), POLL_SECONDS)
+    soon = not holder and any(pod_is_ready(pod) for pod in replicas)
+    ctx.queue.add_after((IPPOOLS, *ref), HANDOVER_POLL_SECONDS if soon else POLL_SECONDS)
     return (
         ok("AgentPodCreated"),
         agent_ready(replicas, serving, holder, lease),

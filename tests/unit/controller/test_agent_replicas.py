@@ -256,6 +256,22 @@ async def test_scaling_up_and_down_and_back_to_one_pod(fake: FakeKube) -> None:
     assert fake.get(PDBS, (AGENTS, BASE)) is not None
 
 
+async def test_a_new_shape_waits_until_the_old_one_is_gone(fake: FakeKube) -> None:
+    """The single pod holds the server address without an election: replicas created
+    while it is still stopping could serve beside it."""
+    await start(fake, 1, first=True)
+    make_ready(fake, SINGLE)
+    # its kubelet has not confirmed the deletion yet (a finalizer stands in for that)
+    fake.objects[PODS][(AGENTS, SINGLE)]["metadata"]["finalizers"] = ["nodesim/kubelet"]
+    controller = await start(fake, 2)
+    assert sorted(agent_pods(fake)) == [SINGLE]
+    assert agent_ready(fake)[2] == f"waiting for agent pod {SINGLE} of the previous shape to go"
+    fake.objects[PODS].pop((AGENTS, SINGLE))
+    fake.changes.append(("DELETED", PODS, {"metadata": {"name": SINGLE, "namespace": AGENTS}}))
+    await poll(controller, fake)
+    assert sorted(agent_pods(fake)) == [replica(0), replica(1)]
+
+
 async def test_one_replica_makes_no_pdb_or_lease_call(fake: FakeKube) -> None:
     controller = await start(fake, 1, first=True)
     make_ready(fake, SINGLE)
@@ -374,6 +390,46 @@ async def test_the_hold_annotation_holds_a_roll_out(fake: FakeKube) -> None:
     assert pod_ref(fake)["image"] == IMAGE
 
 
+async def test_a_roll_out_confirms_its_choice_on_fresh_reads(fake: FakeKube) -> None:
+    """A drain evicted the standby a moment ago and the watch has not shown it yet: the
+    serving agent, the last to roll, must not go too (the budget does not guard our own
+    deletes)."""
+    controller = await start(fake, 2, first=True)
+    make_ready(fake, replica(0), replica(1))
+    hold_lease(fake, replica(0))
+    annotations = {ANNOTATION_HOLD_AGENT_UPGRADE: "true"}
+    fake.user_patch(IPPOOLS, POOL, {"metadata": {"annotations": annotations}})
+    fake.objects[PODS][(AGENTS, replica(1))]["spec"]["containers"][0]["image"] = IMAGE_2
+    controller = await start(fake, 2, IMAGE_2)
+    await poll(controller, fake)
+    # the eviction, not yet seen by the controller's watch
+    fake.objects[PODS][(AGENTS, replica(1))]["metadata"]["deletionTimestamp"] = "now"
+    released = {ANNOTATION_HOLD_AGENT_UPGRADE: None}
+    fake.user_patch(IPPOOLS, POOL, {"metadata": {"annotations": released}})
+    await poll(controller, fake)
+    assert not [c for c in fake.calls if c.verb == "delete" and c.ref[1] == replica(0)]
+
+
+async def test_a_stuck_replica_does_not_hold_a_roll_out_up(fake: FakeKube) -> None:
+    controller = await start(fake, 2, first=True)
+    controller.ctx.config = controller.config = type(controller.config)(
+        **{**controller.config.__dict__, "agent_replace_seconds": 0.05}
+    )
+    make_ready(fake, replica(0), replica(1))
+    hold_lease(fake, replica(1))
+    await poll(controller, fake)
+    stick(fake, replica(0))  # its node died for good: Terminating for ever
+    await settle(controller, fake, until=lambda: replica(2) in agent_pods(fake))
+    make_ready(fake, replica(2))
+    controller = await start(fake, 2, IMAGE_2)
+    controller.ctx.config = controller.config = type(controller.config)(
+        **{**controller.config.__dict__, "agent_replace_seconds": 0.05}
+    )
+    await settle(controller, fake, until=lambda: any(
+        c.verb == "delete" and c.ref[1] == replica(2) for c in fake.calls
+    ))  # fmt: skip
+
+
 # -- healing: a replica that stopped serving is replaced -----------------------------------
 
 
@@ -489,7 +545,8 @@ async def test_a_lease_its_holder_stopped_renewing_is_not_taken_for_a_serving_ag
     fake: FakeKube, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A dead leader's pod may look Ready for a while (its node's NotReady takes ~40 s):
-    the controller judges its Lease as the agents do, on its own clock."""
+    the controller judges its Lease on its own clock: a holder that has not renewed for
+    its renew deadline (2/3 of the lease) has stopped serving by its own rule."""
     clock = [1000.0]
     monkeypatch.setattr(replicas, "_monotonic", lambda: clock[0])
     controller = await start(fake, 2, first=True)
@@ -497,10 +554,10 @@ async def test_a_lease_its_holder_stopped_renewing_is_not_taken_for_a_serving_ag
     hold_lease(fake, replica(0))
     await poll(controller, fake)
     assert agent_ready(fake)[0] == "True"
-    clock[0] += 14.0  # no renewal for 14 s of a 15 s lease: still its holder's
+    clock[0] += 9.5  # no renewal for 9.5 s of a 15 s lease (deadline 10 s): still serving
     await poll(controller, fake)
     assert agent_ready(fake)[0] == "True"
-    clock[0] += 2.0  # past its duration: no one serves until a standby takes it
+    clock[0] += 1.0  # past its deadline: no one serves until a standby takes it
     await poll(controller, fake)
     status, reason, message = agent_ready(fake)
     assert (status, reason) == ("False", "Error")
