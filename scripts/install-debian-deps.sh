@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Debian packages the network tests and benchmarks need: real DHCP clients, the anchor
-# servers (Kea, dnsmasq), perfdhcp, and iproute2 for namespaces. Installs only what is
+# servers (Kea, dnsmasq), perfdhcp, iproute2 for namespaces, and podman, runc and debootstrap
+# for the image tests (tests/images: the images built and run without Docker; podman's
+# systemd units, if any, are not started here either). Installs only what is
 # missing, and only as root; otherwise says what is missing and succeeds, so that
 # `make test` still runs everything that does not need them.
 set -euo pipefail
 
-packages=(iproute2 isc-dhcp-client udhcpc dhcpcd-base dnsmasq-base kea-dhcp4-server kea-admin dhcping curl procps util-linux faketime)
+packages=(iproute2 isc-dhcp-client udhcpc dhcpcd-base dnsmasq-base kea-dhcp4-server kea-admin dhcping curl procps util-linux faketime
+  podman runc debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

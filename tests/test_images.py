@@ -1,4 +1,5 @@
-"""What can be checked of the container images without a Docker engine: the Dockerfiles' base
+"""What can be checked of the container images by reading the Dockerfiles (tests/images builds
+and runs them, with podman, where it can run): the Dockerfiles' base
 images are pinned, their entry points are console scripts of the package, what they COPY
 exists and is not excluded by .dockerignore, the wheel is built by one identical stage in
 both files, the controller and webhook run as a numeric non-root user, the agent carries
