@@ -556,6 +556,30 @@ def test_grants_the_scenario_cannot_exercise_are_there(
     assert can_i(installed.cluster, installed.kubeconfigs[component], **attributes)
 
 
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [("vm-dhcp-agent.policy.test", True), ("vm-dhcp-agent-report.policy.test", True),
+     ("kube-scheduler", False), ("vm-dhcp-controllers", False)],
+)  # fmt: skip
+def test_the_agents_may_write_only_their_own_leases(
+    installed: Installed, name: str, allowed: bool
+) -> None:
+    """RBAC cannot limit a create by name; the chart's ValidatingAdmissionPolicy does."""
+    body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": name}, "spec": {"holderIdentity": "agent"}}  # fmt: skip
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases"
+    with installed.cluster.api_client(installed.kubeconfigs["agent"]) as api:
+        if not allowed:
+            with pytest.raises(ApiException, match="may write only their own Leases") as refused:
+                api_request(api, "POST", path, body=body)
+            assert refused.value.status == 403
+            return
+        api_request(api, "POST", path, body=body)
+    if allowed:
+        with installed.cluster.api_client() as admin:
+            api_request(admin, "DELETE", f"{path}/{name}")
+
+
 @pytest.mark.parametrize(("component", "attributes"), DENIED)
 def test_nothing_beyond_what_the_code_needs(
     installed: Installed, component: str, attributes: dict[str, str]
