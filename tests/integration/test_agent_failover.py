@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -175,3 +176,41 @@ def test_a_leader_cut_off_from_the_api_drops_the_address_before_the_standby_hold
     assert leader.metric("vmdhcp_agent_leader") == 0
     client = Dhclient(pair.lab.add_client(mac=CLIENT_MAC), timeout=10)
     assert str(client.acquire().server_id) == "192.168.48.77"
+
+
+def test_a_leader_frozen_after_failed_renewals_loses_the_address_before_a_takeover(
+    pair: Pair,
+) -> None:
+    """Renewals fail (the API is away), then the process freezes with its link up, a few
+    seconds before its renew deadline: only the kernel can remove the address now, at the
+    lifetime the leader last gave it, which must end by that deadline, before the standby
+    may take the Lease."""
+    leader = wait_for(pair.leader, 20, "exactly one leader")
+    standby = next(r for r in pair.replicas if r is not leader)
+    wait_for(leader.holds_address, 10, "the leader to hold the server address")
+    leader.forward.close()
+    cut_at = time.monotonic()
+    # the scenario's timing, not a wait for readiness: 4-6 s after its last renewal began,
+    # 2-4 s before its deadline
+    time.sleep(4.0)
+    assert leader.holds_address(), "the leader let go before its deadline"
+    leader.proc.send_signal(signal.SIGSTOP)
+    try:
+        both, dropped_at, held_at = False, 0.0, 0.0
+        while time.monotonic() < cut_at + 40 and not held_at:
+            a, b = leader.holds_address(), standby.holds_address()
+            both = both or (a and b)
+            now = time.monotonic()
+            if not a and not dropped_at:
+                dropped_at = now
+            if b:
+                held_at = now
+            time.sleep(0.05)
+        assert held_at, "the standby never took over"
+        assert not both, "the frozen leader's address outlived the takeover"
+        assert dropped_at < held_at
+        # by its renew deadline (at most 8 s after the cut); a lifetime of a full renew
+        # deadline, given at the freeze, would have lasted until 11-12 s
+        assert dropped_at - cut_at < 8.5, dropped_at - cut_at
+    finally:
+        leader.proc.send_signal(signal.SIGCONT)
