@@ -274,6 +274,16 @@ def test_agent_replace_after_reaches_the_controller() -> None:
     assert config.agent_replace_seconds == 45.0
 
 
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("", 600.0), (45, 45.0), (0, 0.0), ("3600", 3600.0)]
+)
+def test_decline_quarantine_reaches_the_controller(value: int | str, seconds: float) -> None:
+    docs = objects({"declineQuarantineSeconds": value})
+    args = container(find(docs, "Deployment", RELEASE))["args"]
+    assert ("--decline-quarantine" in args) == (value != "")
+    assert controller_config(args, {}).decline_quarantine_seconds == seconds
+
+
 @pytest.mark.parametrize("replicas", [0, 10, "two"])
 def test_agent_replicas_out_of_range_are_refused(replicas: int | str) -> None:
     with pytest.raises(helm.HelmRenderError, match=r"agent\.replicas must be a number from 1 to 9"):

@@ -9,16 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
+import threading
 import time
 from ipaddress import IPv4Address
 
 from vmdhcp.agent.config import AgentConfig
+from vmdhcp.agent.declines import Declines, reporter_for
 from vmdhcp.agent.events import EventPoster
 from vmdhcp.agent.http import HttpServer
 from vmdhcp.agent.kubeapi import Connection
 from vmdhcp.agent.leading import Leadership
 from vmdhcp.agent.metrics import AgentMetrics
+from vmdhcp.agent.ntp import resolve_ntp
 from vmdhcp.agent.replies import Outgoing, udp_address
 from vmdhcp.agent.rogue_watch import RogueWatch, watch_rogues
 from vmdhcp.agent.sources import FileSource, KubernetesSource
@@ -52,6 +54,13 @@ class Agent:
         self.config = config
         self.metrics = AgentMetrics()
         self.state: PoolState | None = None
+        """What is served: `loaded` without the leases of MACs that declined them."""
+        self.loaded: PoolState | None = None
+        """The IPPool's last version as built."""
+        self._state_lock = threading.Lock()
+        """Orders the swaps of `state` (the event loop's, and the packet thread's on a
+        DECLINE); the packet path reads `state` without it."""
+        self.declines = Declines(self.metrics)
         self.protocol: DhcpServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.events: EventPoster | None = None
@@ -148,6 +157,12 @@ class Agent:
                 log.debug("%s -> drop %s", request.summary(), decision.reason.value)
             if decision.event is not None:
                 self._report(decision.event)
+                if isinstance(decision.event, Declined) and self.declines.declined(
+                    decision.event, state.leases
+                ):
+                    self._serve_loaded()  # withheld at once, before the next packet
+                    if self.loop is not None:
+                        self.loop.call_soon_threadsafe(self.declines.publish)
             return None
         reply_type = decision.message_type
         metrics.replies_by_type[reply_type].inc()
@@ -194,11 +209,26 @@ class Agent:
 
     # -- pool updates --------------------------------------------------------------------
 
+    def _serve_loaded(self) -> None:
+        """Serve the loaded pool without the leases of the MACs withheld now."""
+        with self._state_lock:
+            loaded = self.loaded
+            self.state = None if loaded is None else loaded.withholding(self.declines.withheld())
+
+    def refresh_declines(self) -> None:
+        """The declined entries may have changed (the pool moved a MAC, a hold ran out, the
+        lead changed): serve accordingly and tell the controller."""
+        self.declines.resolve(None if self.loaded is None else self.loaded.leases)
+        self._serve_loaded()
+        self.declines.publish()
+
     async def apply(self, pool: IPPool | None) -> None:
         if pool is None:
             if self.state is not None:
                 log.warning("ippool %s is gone: serving nothing", self.config.ippool_ref)
-            self.state = None
+            with self._state_lock:
+                self.state = self.loaded = None
+            self.refresh_declines()
             self._warned = frozenset()
             self.metrics.leases.set(0)
             self.metrics.ready.set(0)
@@ -218,7 +248,8 @@ class Agent:
                 exc,
             )
             return
-        previous, self.state = self.state, state
+        previous, self.loaded = self.loaded, state
+        self.refresh_declines()
         self.metrics.reloads.labels("ok").inc()
         self.metrics.leases.set(len(state.leases))
         self.metrics.ready.set(1 if self.ready else 0)
@@ -239,30 +270,14 @@ class Agent:
         self._warned = frozenset(problems)
 
     async def _resolve_ntp(self, names: tuple[str, ...]) -> dict[str, tuple[IPv4Address, ...]]:
-        loop = asyncio.get_running_loop()
-        now = time.monotonic()
-        out: dict[str, tuple[IPv4Address, ...]] = {}
-        for name in names:
-            cached = self._ntp_cache.get(name)
-            if cached is not None and cached[0] > now:
-                out[name] = cached[1]
-                continue
-            try:
-                infos = await asyncio.wait_for(
-                    loop.getaddrinfo(name, None, family=socket.AF_INET, type=socket.SOCK_DGRAM),
-                    NTP_RESOLVE_TIMEOUT,
-                )
-                addresses = tuple(sorted({IPv4Address(info[4][0]) for info in infos}))
-                expires = now + NTP_CACHE_SECONDS
-                self._ntp_errors.pop(name, None)
-            except (OSError, TimeoutError, ValueError) as exc:  # ValueError: IDNA, ".."
-                # warned about once, as a problem of the pool (see `_log_problems`)
-                self._ntp_errors[name] = str(exc) or "timeout"
-                log.debug("ntp server %r does not resolve: %s", name, self._ntp_errors[name])
-                addresses, expires = (), now + NTP_FAILURE_CACHE_SECONDS
-            self._ntp_cache[name] = (expires, addresses)
-            out[name] = addresses
-        return out
+        return await resolve_ntp(
+            names,
+            self._ntp_cache,
+            self._ntp_errors,
+            ttl=NTP_CACHE_SECONDS,
+            failure_ttl=NTP_FAILURE_CACHE_SECONDS,
+            resolve_seconds=NTP_RESOLVE_TIMEOUT,
+        )
 
 
 async def run(config: AgentConfig) -> int:
@@ -342,11 +357,13 @@ async def run(config: AgentConfig) -> int:
             agent.metrics.leader.set(1)
 
         def attach_client(api: Connection) -> None:
-            agent.events = EventPoster(api, source.namespace, source.name, component)
+            events = agent.events = EventPoster(api, source.namespace, source.name, component)
             if agent.leadership is not None:
                 agent.leadership.start(api)
+            pool = (source.namespace, source.name)
+            reporter = agent.declines.reporter = reporter_for(config, api, pool, events)
             if agent.rogue is not None:
-                agent.rogue.attach(config, api, agent.events, (source.namespace, source.name))
+                agent.rogue.attach(events, reporter)
 
         source.on_client = attach_client
     else:
@@ -358,6 +375,9 @@ async def run(config: AgentConfig) -> int:
             await asyncio.sleep(1.0)
 
     heartbeat = asyncio.create_task(beat(), name="heartbeat")
+    declines = asyncio.create_task(
+        agent.declines.run(agent.serving, agent.refresh_declines), name="declines"
+    )
     source_task = asyncio.create_task(source.run(), name="ippool-source")
     stop_task = asyncio.create_task(stop.wait())
     rc = 0
@@ -373,11 +393,13 @@ async def run(config: AgentConfig) -> int:
         await agent.rogue.close()
     if agent.protocol is not None:
         agent.protocol.close()
-    for task in (source_task, stop_task, heartbeat):
+    for task in (source_task, stop_task, heartbeat, declines):
         task.cancel()
     if isinstance(source, KubernetesSource):
         source.stop()
-    await asyncio.gather(source_task, stop_task, heartbeat, return_exceptions=True)
+    await asyncio.gather(source_task, stop_task, heartbeat, declines, return_exceptions=True)
+    if agent.declines.reporter is not None:
+        await agent.declines.reporter.writer.close()
     http.close()
     log.info("stopped")
     return rc

@@ -26,6 +26,7 @@ MESSAGE_TYPES = {int(t): t.name.lower() for t in MessageType}
 REPLY_TYPES = ("offer", "ack", "nak")
 EXTRA_DROP_REASONS = ("not_ready", "internal_error", "standby")
 """Drops decided by the agent rather than the protocol core: no pool loaded yet, or a bug."""
+DECLINE_RESULTS = ("withheld", "not_its_address", "repeat", "limit")
 REPLY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05)
 
 
@@ -173,6 +174,20 @@ class AgentMetrics:
             "1 for each other DHCP server seen in the last three rogue checks: its server "
             "identifier and the MAC its answers came from",
             ["server_id", "mac"],
+            registry=r,
+        )
+        self.declines = Counter(
+            "vmdhcp_agent_declines",
+            "DHCPDECLINEs by what the agent did: withheld (that MAC is no longer offered that "
+            "address, and the controller is told), not_its_address, repeat, limit",
+            ["result"],
+            registry=r,
+        )
+        for result in DECLINE_RESULTS:
+            self.declines.labels(result)
+        self.declines_pending = Gauge(
+            "vmdhcp_agent_declines_pending",
+            "Declined addresses reported to the controller and not yet moved away from the MAC",
             registry=r,
         )
         self.rogue_probes = Counter(

@@ -66,6 +66,10 @@ class ReplyMemo:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
     def recall(self, request: bytes, source: tuple[str, int]) -> Remembered | None:
         """The remembered reply to `request`, carrying the request's xid, or None."""
         found = self._entries.get(_key(request, source))

@@ -11,25 +11,27 @@ and only when the content changes (a pool with nothing to report has no report a
 the controller never writes it. Level-triggered: the report is the agent's current view,
 not a stream of happenings, so a restart on either side loses nothing.
 
-The content is versioned and open to more fields: `declined` (part 2 of issue 14, "MAC X
-declined address Y") goes beside `rogueServers`, kept by the agent until the IPPool it
-watches no longer gives Y to X, and acted on by the controller (re-allocation) the same
-way it turns `rogueServers` into the `RogueDHCPServer` condition.
+The content is versioned and open to more fields (readers ignore the ones they do not
+know): `rogueServers` (the `RogueDHCPServer` condition) and `declined` ("MAC X declined
+address Y", `mac`, `address`, `at`), kept by the agent until the IPPool it watches no
+longer gives Y to X, and acted on by the controller (`vmdhcp.controller.declines`).
 
-Pure but for `ReportWriter`, which does the writing; the controller imports the rest.
+Pure but for `ReportWriter`, which does the writing, and `Reporter`, which puts the parts
+(the rogue check's, the declines') together; the controller imports the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from vmdhcp.api import GROUP
+from vmdhcp.api.constants import report_lease_name
 from vmdhcp.errors import ApiError
 
 log = logging.getLogger("vmdhcp.agent")
@@ -38,15 +40,6 @@ REPORT_LABEL = f"{GROUP}/agent-report"
 REPORT_ANNOTATION = f"{GROUP}/agent-report"
 REPORT_VERSION = 1
 WRITE_RETRY_SECONDS = 5.0
-
-
-def report_lease_name(pool_namespace: str, pool_name: str) -> str:
-    """`vm-dhcp-agent-report-<ns>-<name>`, cut and hashed to stay within 63 characters."""
-    full = f"vm-dhcp-agent-report-{pool_namespace}-{pool_name}"
-    if len(full) <= 63:
-        return full
-    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
-    return f"{full[:54].rstrip('-.')}-{digest}"
 
 
 def utc_stamp() -> str:
@@ -63,6 +56,20 @@ class ReportedServer:
         return f"{self.server_id} (MAC {self.mac})"
 
 
+@dataclass(frozen=True, order=True)
+class DeclinedAddress:
+    """A client (`mac`) declined the address it was offered (`address`), at `at` by the
+    reporting agent's wall clock: a text that identifies the decline, never compared with
+    another machine's clock."""
+
+    mac: str
+    address: str
+    at: str = ""
+
+    def describe(self) -> str:
+        return f"{self.mac} declined {self.address}"
+
+
 @dataclass(frozen=True)
 class AgentReport:
     ippool: tuple[str, str]
@@ -70,17 +77,19 @@ class AgentReport:
     agent: str
     rogue_check_interval: float
     rogue_servers: tuple[ReportedServer, ...] = ()
+    declined: tuple[DeclinedAddress, ...] = ()
 
     def same_content(self, other: AgentReport | None) -> bool:
         """Whether writing this over `other` would tell the controller anything new (who
         wrote it and since when a server is known do not count: no write per failover)."""
         if other is None:
-            return not self.rogue_servers
+            return not self.rogue_servers and not self.declined
         return (
             self.ippool == other.ippool
             and self.ippool_uid == other.ippool_uid
             and self.rogue_check_interval == other.rogue_check_interval
             and self.rogue_servers == other.rogue_servers
+            and self.declined == other.declined
         )
 
     def to_json(self) -> str:
@@ -94,6 +103,9 @@ class AgentReport:
                 "rogueServers": [
                     {"serverID": s.server_id, "mac": s.mac, "since": s.since}
                     for s in self.rogue_servers
+                ],
+                "declined": [
+                    {"mac": d.mac, "address": d.address, "at": d.at} for d in self.declined
                 ],
             },
             separators=(",", ":"),
@@ -116,15 +128,33 @@ class AgentReport:
                     for s in data.get("rogueServers") or []
                 )
             )
+            declined = _declined(data.get("declined"))
             return cls(
                 (namespace, name),
                 str(data.get("ippoolUID") or ""),
                 str(data.get("agent") or ""),
                 float(data.get("rogueCheckInterval") or 0),
                 servers,
+                declined,
             )
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
+
+
+def _declined(items: Any) -> tuple[DeclinedAddress, ...]:
+    """The declined entries; one that cannot be read is skipped alone (the rest of the
+    report, the rogue servers included, still counts)."""
+    found = []
+    for item in items if isinstance(items, list) else []:
+        try:
+            found.append(
+                DeclinedAddress(
+                    _text(item["mac"]), _text(item["address"]), str(item.get("at") or "")
+                )
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue
+    return tuple(sorted(found))
 
 
 def _text(value: Any) -> str:
@@ -236,7 +266,82 @@ class ReportWriter:
             )  # a 409 (changed meanwhile) is retried from a fresh read
         self.writes += 1
         log.info(
-            "reported to the controller for ippool %s/%s: %s",
+            "reported to the controller for ippool %s/%s: %s; %s",
             *report.ippool,
             ", ".join(s.describe() for s in report.rogue_servers) or "no foreign DHCP server",
+            ", ".join(d.describe() for d in report.declined) or "no declined address",
         )
+
+
+class Reporter:
+    """The pool's report, put together from its parts: the rogue check's servers and the
+    declined addresses, each set by its owner on the event loop. A serving agent starts from
+    the stored report (`resume`), so that a part not yet set keeps what the previous leader
+    reported instead of being written away."""
+
+    def __init__(
+        self,
+        writer: ReportWriter,
+        pool: tuple[str, str],
+        agent: str,
+        pool_uid: Callable[[], str],
+        rogue_check_interval: float,
+    ) -> None:
+        self.writer = writer
+        self.pool = pool
+        self.agent = agent
+        self.pool_uid = pool_uid
+        self.rogue_check_interval = rogue_check_interval
+        self.rogue_servers: tuple[ReportedServer, ...] = ()
+        self.declined: tuple[DeclinedAddress, ...] = ()
+        self._stored: asyncio.Task[AgentReport | None] | None = None
+        self._resumed = False
+        self._last: AgentReport | None = None
+        """What the report says as far as we know: stored, then what we asked for."""
+
+    async def resume(self) -> AgentReport | None:
+        """The stored report of this pool (read once while serving), its parts taken over."""
+        if self._stored is None:
+            self._stored = asyncio.create_task(self.writer.stored(self.pool))
+        stored = await asyncio.shield(self._stored)
+        if stored is not None and stored.ippool_uid != self.pool_uid():
+            stored = None  # an older pool of that name
+        if not self._resumed:
+            self._resumed = True
+            self._last = stored
+            if stored is not None:
+                self.rogue_servers = self.rogue_servers or stored.rogue_servers
+                self.declined = self.declined or stored.declined
+            self._push()
+        return stored
+
+    def stand_down(self) -> None:
+        """Serving stopped: the next leader's report is its own; read it again if we lead."""
+        self._stored = None
+        self._resumed = False
+        self._last = None
+        self.rogue_servers, self.declined = (), ()
+
+    def set_rogue_servers(self, servers: tuple[ReportedServer, ...]) -> None:
+        self.rogue_servers = servers
+        self._push()
+
+    def set_declined(self, declined: tuple[DeclinedAddress, ...]) -> None:
+        self.declined = tuple(sorted(declined))
+        self._push()
+
+    def _push(self) -> None:
+        if not self._resumed:
+            return  # written once `resume` has read what is there
+        report = AgentReport(
+            self.pool,
+            self.pool_uid(),
+            self.agent,
+            self.rogue_check_interval,
+            self.rogue_servers,
+            self.declined,
+        )
+        if report.same_content(self._last):
+            return
+        self._last = report
+        self.writer.want(report)

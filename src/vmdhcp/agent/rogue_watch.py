@@ -35,9 +35,8 @@ from ipaddress import IPv4Address
 from vmdhcp.agent.config import AgentConfig
 from vmdhcp.agent.events import EventPoster
 from vmdhcp.agent.frames import udp_frame
-from vmdhcp.agent.kubeapi import Connection, in_cluster_namespace
 from vmdhcp.agent.metrics import AgentMetrics
-from vmdhcp.agent.report import AgentReport, ReportedServer, ReportWriter, utc_stamp
+from vmdhcp.agent.report import ReportedServer, Reporter, utc_stamp
 from vmdhcp.agent.rogue import (
     PROBE_XIDS,
     WINDOW_INTERVALS,
@@ -122,11 +121,8 @@ class RogueWatch:
         self.pool_macs = pool_macs
         self.tracker = RogueTracker(WINDOW_INTERVALS * interval)
         self.events: EventPoster | None = None
-        self.report: ReportWriter | None = None
-        self.pool: tuple[str, str] | None = None
-        """The pool reported on (Kubernetes mode), with `pool_uid` and `agent`."""
-        self.pool_uid: Callable[[], str] = lambda: ""
-        self.agent = ""
+        self.reporter: Reporter | None = None
+        """The report to the controller (Kubernetes mode, with a namespace)."""
         self.sock: socket.socket | None = None
         self._src_mac = b""
         self._probe = probe_mac(secrets.token_bytes, ())
@@ -154,26 +150,11 @@ class RogueWatch:
         self._thread.start()
         self._task = loop.create_task(self._run(), name="rogue-check")
 
-    def attach(
-        self,
-        config: AgentConfig,
-        api: Connection,
-        events: EventPoster | None,
-        pool: tuple[str, str],
-    ) -> None:
+    def attach(self, events: EventPoster | None, reporter: Reporter | None) -> None:
         """Kubernetes mode: post Events on the pool and report to the controller (a Lease
         in the agent's namespace, see `report`) what the check finds."""
         self.events = events
-        self.pool_uid = lambda: (events.uid if events is not None else None) or ""
-        namespace = config.namespace or in_cluster_namespace()
-        if not namespace:
-            log.info(
-                "rogue dhcp servers go to metrics and Events only: no --namespace "
-                "(POD_NAMESPACE) for the report to the controller"
-            )
-            return
-        self.pool, self.agent = pool, config.name
-        self.report = ReportWriter(api, namespace, config.identity)
+        self.reporter = reporter
 
     async def close(self) -> None:
         self._stop.set()
@@ -184,8 +165,6 @@ class RogueWatch:
             await asyncio.to_thread(self._thread.join, RECEIVE_TIMEOUT * 2)
         if self.sock is not None:
             self.sock.close()
-        if self.report is not None:
-            await self.report.close()
 
     # -- the receive thread ------------------------------------------------------------------
 
@@ -232,6 +211,8 @@ class RogueWatch:
                 self._active = False
                 self.tracker.clear()
                 self._show()  # the serving agent reports, not a standby (nor the report)
+                if self.reporter is not None:
+                    self.reporter.stand_down()
             return
         self._own = self.server_id()
         if not self._active:
@@ -250,10 +231,10 @@ class RogueWatch:
         """Serving starts: begin from the pool's report, as if its servers had just been
         seen (a new leader does not clear what the previous one found; they are forgotten
         within the window unless seen again)."""
-        if self.report is None or self.pool is None:
+        if self.reporter is None:
             return
-        stored = await self.report.stored(self.pool)
-        if stored is None or stored.ippool_uid != self.pool_uid():
+        stored = await self.reporter.resume()
+        if stored is None:
             return
         now = time.monotonic()
         for server in stored.rogue_servers:
@@ -301,18 +282,10 @@ class RogueWatch:
 
     def _publish(self) -> None:
         self._show()
-        if self.report is None or self.pool is None:
+        if self.reporter is None:
             return
-        self.report.want(
-            AgentReport(
-                self.pool,
-                self.pool_uid(),
-                self.agent,
-                self.interval,
-                tuple(
-                    ReportedServer(s.server_id, s.mac, since) for s, since in self.tracker.servers()
-                ),
-            )
+        self.reporter.set_rogue_servers(
+            tuple(ReportedServer(s.server_id, s.mac, since) for s, since in self.tracker.servers())
         )
 
     def _show(self) -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
 from ipaddress import AddressValueError, IPv4Address, IPv4Network
 
 from vmdhcp.agent.replies import DEFAULT_CAPACITY, ReplyMemo
-from vmdhcp.api import EXCLUDED_MARK, RESERVED_MARK, IPPool
+from vmdhcp.api.constants import MARKS
+from vmdhcp.api.models import IPPool
 from vmdhcp.dhcp import InvalidConfig, Lease, ServerConfig
 from vmdhcp.errors import VmdhcpError
 from vmdhcp.mac import InvalidMac, normalize_mac
@@ -36,6 +37,14 @@ class PoolState:
     ntp_entries: tuple[str, ...] = field(default=())
     replies: ReplyMemo = field(default_factory=ReplyMemo, compare=False, repr=False)
     """Replies computed from this state, for requests that repeat (see `ReplyMemo`)."""
+
+    def withholding(self, macs: Collection[str]) -> PoolState:
+        """This state without the leases of `macs` (each declined its address: it is not
+        offered that address again), with a memo of its own (no remembered OFFER of it)."""
+        if not any(mac in self.leases for mac in macs):
+            return self
+        leases = {mac: lease for mac, lease in self.leases.items() if mac not in macs}
+        return replace(self, leases=leases, replies=ReplyMemo(self.replies.capacity))
 
     def describe(self) -> str:
         c = self.config
@@ -149,7 +158,7 @@ def _leases(pool: IPPool) -> tuple[dict[str, Lease], list[str]]:
     problems: list[str] = []
     claims = []
     for raw_ip, raw_mac in allocated.items():
-        if raw_mac in (EXCLUDED_MARK, RESERVED_MARK):
+        if raw_mac in MARKS:  # EXCLUDED, RESERVED, DECLINED: nobody's
             continue
         try:
             address = IPv4Address(raw_ip.strip())

@@ -2,6 +2,7 @@
 
 from vmdhcp.api.constants import (
     API_VERSION,
+    DECLINED_MARK,
     DEFAULT_LEASE_TIME,
     EXCLUDED_MARK,
     GROUP,
@@ -31,6 +32,7 @@ from vmdhcp.api.models import (
 
 __all__ = [
     "API_VERSION",
+    "DECLINED_MARK",
     "DEFAULT_LEASE_TIME",
     "EXCLUDED_MARK",
     "GROUP",

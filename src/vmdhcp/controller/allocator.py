@@ -6,6 +6,10 @@ and the conflicts the last build of each pool could not honour. Every method is
 synchronous, so no two reconciles can hand out one address; each returns `Effects`, what
 the caller must do next (reconcile a vmnetcfg again, write a pool's status), instead of
 doing it.
+
+Addresses a client declined (DHCPDECLINE: another host answers for them) are set aside per
+network until a time on the caller's monotonic clock: the pool is rebuilt with them
+excluded, so nobody gets them, and `status` marks them `DECLINED` (counted as used).
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from vmdhcp.api.constants import EXCLUDED_MARK, RESERVED_MARK
+from vmdhcp.api.constants import DECLINED_MARK, EXCLUDED_MARK, RESERVED_MARK
 from vmdhcp.api.models import IPv4Config
-from vmdhcp.ipam import DesignationError, Ipam, IpamError, Pool
+from vmdhcp.ipam import DesignationError, Ipam, IpamError, Pool, PoolSnapshot
 from vmdhcp.mac import InvalidMac, normalize_mac
 
 Ref = tuple[str, str]  # (namespace, name)
@@ -76,7 +80,11 @@ class Allocator:
         self.waiting: dict[str, set[Ref]] = {}
         """network -> vmnetcfgs to retry when its pool appears or frees addresses."""
         self.conflicts: dict[Ref, list[str]] = {}
+        self.aside: dict[str, dict[IPv4Address, float]] = {}
+        """network -> addresses set aside because a client declined them -> until when (the
+        caller's monotonic clock)."""
         self._shapes: dict[str, Shape] = {}
+        self._configs: dict[str, IPv4Config] = {}
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -102,6 +110,21 @@ class Allocator:
     def allocations(self) -> int:
         return sum(self.ipam.pool(n).used for n in self.ipam)
 
+    def status(self, network: str) -> tuple[PoolSnapshot, dict[str, str], int, int]:
+        """The pool's snapshot and its status: `allocated` (MACs, then the marks, set-aside
+        addresses `DECLINED`), `used` (allocations and set-aside addresses) and `available`
+        (what can still be given), so that used + available is the pool's capacity."""
+        snapshot = self.ipam.snapshot(network)
+        allocated = snapshot.status_allocated()
+        aside = self.aside.get(network, {})
+        for address in sorted(aside):
+            allocated[str(address)] = DECLINED_MARK
+        return snapshot, allocated, snapshot.used + len(aside), snapshot.available
+
+    def next_expiry(self, network: str) -> float | None:
+        """When the first set-aside address of `network` goes back to the pool."""
+        return min(self.aside.get(network, {}).values(), default=None)
+
     # -- pools -----------------------------------------------------------------------------
 
     def build(
@@ -112,12 +135,14 @@ class Allocator:
         claims: Iterable[Claim],
         pool_status: dict[str, str],
         named_macs: Mapping[str | None, Ref],
+        aside_until: float = 0.0,
     ) -> tuple[str | None, Effects]:
         """Serve `network` from IPPool `ref`: create its pool and restore what the
         vmnetcfgs' statuses claim, then what the pool's own status lists, owned by the
         vmnetcfg that names its MAC (`named_macs`; a MAC none names is released); or
         reshape a pool whose spec changed, keeping every allocation that still fits.
-        Returns a problem (not served) or the effects."""
+        Addresses the pool's status marks `DECLINED` (and nobody holds) are set aside until
+        `aside_until`. Returns a problem (not served) or the effects."""
         holder = self.pool_of_network.get(network)
         if holder is not None and holder != ref:
             return (
@@ -141,7 +166,11 @@ class Allocator:
                 )
             else:
                 self.owners[(network, normalize_mac(claim.mac))] = claim.owner
+        declined: list[str] = []
         for address, mac in sorted(pool_status.items()):
+            if mac == DECLINED_MARK:
+                declined.append(address)
+                continue
             if mac in (EXCLUDED_MARK, RESERVED_MARK):
                 continue
             owner = named_macs.get(mac_or_none(mac))
@@ -157,16 +186,25 @@ class Allocator:
                 self.owners.setdefault((network, normalize_mac(mac)), owner)
         self.ipam.add(network, pool)
         self._shapes[network] = shape_of(config)
+        self._configs[network] = config
         self.pool_of_network[network] = ref
+        aside = self.aside.setdefault(network, {})
+        for text in declined:
+            marked = _address_or_none(text)
+            if marked is None or pool.owner(marked) is not None:
+                continue  # a vmnetcfg's claim on it won: it is that VM's now
+            aside[marked] = aside_until
+        self._rebuild(network)
         self.conflicts[ref] = list(effects.conflicts)
         effects.retry |= self.waiting.pop(network, set())
         return None, effects
 
     def _reshape(self, ref: Ref, network: str, config: IPv4Config) -> tuple[str | None, Effects]:
         try:
-            pool = config.to_pool(network)
+            pool = _pool_of(config, network, self.aside.setdefault(network, {}))
         except IpamError as exc:
             return str(exc), Effects()
+        self._configs[network] = config
         old = self.ipam.pool(network)
         claims = [(str(ip), mac) for ip, mac in old.allocations().items()]
         effects = Effects(changed={ref})
@@ -190,6 +228,8 @@ class Allocator:
                 continue
             del self.pool_of_network[network]
             self._shapes.pop(network, None)
+            self._configs.pop(network, None)
+            self.aside.pop(network, None)
             self.ipam.remove(network)
             for (net, mac), owner in list(self.owners.items()):
                 if net == network:
@@ -228,17 +268,74 @@ class Allocator:
         pool = self.ipam.pool(network)
         before = pool.lookup(mac)
         designated = static
-        if designated is None and before is None and recorded and _free_for(pool, recorded, mac):
+        aside = self.aside.get(network, {})
+        if (
+            designated is None
+            and before is None
+            and recorded
+            and _free_for(pool, recorded, mac)
+            and _address_or_none(recorded) not in aside
+        ):
             designated = recorded  # resume after a pause, or a status that outlived us
         try:
             address = pool.allocate(mac, designated)
         except (DesignationError, IpamError) as exc:
             self.waiting.setdefault(network, set()).add(owner)
+            if static is not None and _address_or_none(static) in aside:
+                return (
+                    f"designated ip {static} is set aside: a client declined it, another host "
+                    "answers for it on the network",
+                    False,
+                    Effects(),
+                )
             return str(exc), False, Effects()
         self.owners[(network, mac)] = owner
         if address == before:
             return address, False, Effects()
         return address, True, Effects(changed={pool_ref})
+
+    def decline(
+        self, owner: Ref, network: str, mac: str, address: str, until: float
+    ) -> tuple[IPv4Address | str | None, Effects]:
+        """`mac` of `owner` declined `address`: set it aside until `until` and give the MAC
+        another address. Returns None (and does nothing) unless `owner` holds exactly that
+        address for that MAC; else the new address, or why there is none (the vmnetcfg then
+        waits for a free address)."""
+        pool_ref = self.pool_of_network.get(network)
+        declined = _address_or_none(address)
+        held = self.address_of(owner, network, mac)
+        if pool_ref is None or declined is None or held != declined:
+            return None, Effects()
+        self.ipam.pool(network).release(mac)
+        self.aside.setdefault(network, {})[declined] = until
+        self._rebuild(network)
+        got, _, effects = self.allocate(owner, network, mac, None, None)
+        if isinstance(got, str):
+            del self.owners[(network, mac)]  # it waits, holding nothing
+        effects.changed.add(pool_ref)
+        return got, effects
+
+    def expire(self, network: str, now: float) -> Effects:
+        """Set-aside addresses of `network` whose time is up go back to the pool."""
+        aside = self.aside.get(network, {})
+        due = [address for address, until in aside.items() if until <= now]
+        pool_ref = self.pool_of_network.get(network)
+        if not due or pool_ref is None:
+            return Effects()
+        for address in due:
+            del aside[address]
+        self._rebuild(network)
+        return Effects(retry=self.waiting.pop(network, set()), changed={pool_ref})
+
+    def _rebuild(self, network: str) -> None:
+        """The pool of `network` again, from its spec and set-aside addresses, with every
+        allocation (a set-aside address is never one: it was released or free)."""
+        config = self._configs[network]
+        old = self.ipam.pool(network)
+        aside = self.aside.setdefault(network, {})
+        pool = _pool_of(config, network, aside)
+        pool.restore([(str(ip), mac) for ip, mac in old.allocations().items()])
+        self.ipam.replace(network, pool)
 
     def release(self, network: str, mac: str) -> Effects:
         self.owners.pop((network, mac), None)
@@ -261,6 +358,34 @@ class Allocator:
                 waiting.discard(owner)
         effects.retry.discard(owner)
         return effects
+
+
+def _address_or_none(text: str | None) -> IPv4Address | None:
+    try:
+        return IPv4Address((text or "").strip())
+    except ValueError:
+        return None
+
+
+def _pool_of(config: IPv4Config, network: str, aside: dict[IPv4Address, float]) -> Pool:
+    """The IPAM pool of `config`, with the set-aside addresses of its range excluded too;
+    `aside` loses those that are not (out of the range, or excluded by the spec anyway)."""
+    pool = config.to_pool(network)
+    blocked = pool.excluded | pool.reserved
+    extra = [a for a in aside if pool.start <= a <= pool.end and a not in blocked]
+    for address in set(aside).difference(extra):
+        del aside[address]
+    if not extra:
+        return pool
+    return Pool(
+        pool.network,
+        pool.start,
+        pool.end,
+        server=pool.server,
+        router=pool.router,
+        excluded=[*pool.excluded, *extra],
+        name=network,
+    )
 
 
 def _free_for(pool: Pool, address: str, mac: str) -> bool:

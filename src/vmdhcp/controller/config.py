@@ -15,6 +15,8 @@ DEFAULT_SERVICE_CIDR = IPv4Network("10.53.0.0/16")
 DEFAULT_AGENT_REPLICAS = 2
 MAX_AGENT_REPLICAS = 9
 """Agent pods per IPPool at most (their names end in one digit)."""
+DEFAULT_DECLINE_QUARANTINE = 600.0
+MAX_DECLINE_QUARANTINE = 7 * 24 * 3600
 
 
 class ConfigError(VmdhcpError):
@@ -81,6 +83,10 @@ class ControllerConfig:
     one serving (the holder of the pool's Lease) and the others on standby."""
     agent_replace_seconds: float = 30.0
     """A replica that served and has been Terminating or not Ready this long is replaced."""
+    decline_quarantine_seconds: float = DEFAULT_DECLINE_QUARANTINE
+    """An address a client declined (DHCPDECLINE: another host answers for it) is given to
+    nobody for this long, counted on this controller's clock from when it saw the decline
+    (or, after a restart, from when it read the address's mark back)."""
 
 
 MAX_RESYNC_SECONDS = 7 * 24 * 3600
@@ -88,6 +94,18 @@ MAX_RESYNC_SECONDS = 7 * 24 * 3600
 
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _seconds(value: str | None) -> float:
+    """A number of seconds from the environment (unset or empty: the default)."""
+    if not (value or "").strip():
+        return DEFAULT_DECLINE_QUARANTINE
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        raise ConfigError(
+            f"VM_DHCP_CONTROLLER_DECLINE_QUARANTINE {value!r} is not a number of seconds"
+        ) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -176,6 +194,17 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
         help="with replicas: start a new agent pod when one that served has been Terminating "
         "or not Ready (its node NotReady) this long (env AGENT_REPLACE_AFTER, default 30)",
     )
+    p.add_argument(
+        "--decline-quarantine",
+        type=float,
+        default=_seconds(env.get("VM_DHCP_CONTROLLER_DECLINE_QUARANTINE")),
+        metavar="SECONDS",
+        help="an address a VM declined (it is in use on the network) is given to nobody for "
+        "this long, counted on this controller's clock (env "
+        "VM_DHCP_CONTROLLER_DECLINE_QUARANTINE, default "
+        f"{DEFAULT_DECLINE_QUARANTINE:g}; 0 sets nothing aside, but the VM still gets another "
+        "address)",
+    )
     p.add_argument("--no-agent", action="store_true", help="run no agent pods")
     p.add_argument(
         "--no-dhcp", action="store_true", help="agent pods run with --dry-run (no DHCP socket)"
@@ -261,6 +290,11 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
         raise ConfigError(
             f"--agent-replace-after {args.agent_replace_after} is not between 0 and 3600 s"
         )
+    if not 0 <= args.decline_quarantine <= MAX_DECLINE_QUARANTINE:
+        raise ConfigError(
+            f"--decline-quarantine {args.decline_quarantine:g} is not between 0 and "
+            f"{MAX_DECLINE_QUARANTINE} s"
+        )
     try:
         service_cidr = IPv4Network(args.service_cidr, strict=False)
     except ValueError:
@@ -287,4 +321,5 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> ControllerConfig
         retry_seconds=args.leader_election_retry_period,
         agent_replicas=agent_replicas,
         agent_replace_seconds=args.agent_replace_after,
+        decline_quarantine_seconds=args.decline_quarantine,
     )

@@ -4,6 +4,7 @@ the few write helpers that carry the distributed rules (preconditions, read-your
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -76,6 +77,11 @@ class Context:
     holder we saw in it."""
     agent_reports: dict[str, AgentReport] = field(default_factory=dict)
     """The agents' reports (`vmdhcp.agent.report`) by report Lease name (see `rogue`)."""
+    declined_seen: dict[Ref, set[tuple[str, str, str]]] = field(default_factory=dict)
+    """IPPool -> the declined entries (mac, address, at) of its report already acted on
+    (see `declines`)."""
+    clock: Callable[[], float] = time.monotonic
+    """This controller's clock for durations (the decline quarantine)."""
     events: EventRecorder = field(init=False)
 
     def __post_init__(self) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from vmdhcp.api import IPPool, NetworkConfigState
-from vmdhcp.controller import agents, rogue
+from vmdhcp.controller import agents, declines, rogue
 from vmdhcp.controller.allocator import Claim, Ref, mac_or_none
 from vmdhcp.controller.conditions import error, flag, ok, set_condition
 from vmdhcp.controller.context import IPPOOLS, VMNETCFGS, VMS, Context
@@ -97,6 +97,7 @@ def build_pool(ctx: Context, ref: Ref, body: Body) -> str | None:
         claims_on(ctx, network) if fresh else (),
         status_allocated if fresh else {},
         macs_named_on(ctx, network) if fresh else {},
+        aside_until=ctx.clock() + ctx.config.decline_quarantine_seconds,
     )
     if problem is not None:
         return problem
@@ -120,6 +121,7 @@ def forget_pool(ctx: Context, ref: Ref) -> None:
     ctx.status_writes.cancel((IPPOOLS, *ref))
     ctx.status_due.discard((IPPOOLS, *ref))
     ctx.agent_leases.pop(ref, None)
+    declines.forget(ctx, ref)
     ctx.apply(ctx.allocator.forget_pool(ref))
     ctx.metrics.remove_pool(f"{ref[0]}/{ref[1]}")
     for other, body in ctx.store.items(IPPOOLS):
@@ -172,11 +174,8 @@ def allocation_patch(ctx: Context, ref: Ref, body: Body, now: str) -> Body:
     network = network_of(body)
     if ctx.allocator.holder(network) != ref or ctx.status_may_wait(ref):
         return {}  # not ours, or more changes are gathering (see Context.status_may_wait)
-    snapshot = ctx.allocator.ipam.snapshot(network)
-    ctx.metrics.set_pool(
-        f"{ref[0]}/{ref[1]}", str(snapshot.network), network, snapshot.used, snapshot.available
-    )
-    desired = snapshot.status_allocated()
+    snapshot, desired, used, available = ctx.allocator.status(network)
+    ctx.metrics.set_pool(f"{ref[0]}/{ref[1]}", str(snapshot.network), network, used, available)
     current_ipv4 = (body.get("status") or {}).get("ipv4") or {}
     current = current_ipv4.get("allocated") or {}
     changes: dict[str, str | None] = {
@@ -185,14 +184,11 @@ def allocation_patch(ctx: Context, ref: Ref, body: Body, now: str) -> Body:
     changes.update({ip: None for ip in current if ip not in desired})
     if (
         not changes
-        and current_ipv4.get("used") == snapshot.used
-        and current_ipv4.get("available") == snapshot.available
+        and current_ipv4.get("used") == used
+        and current_ipv4.get("available") == available
     ):
         return {}
-    return {
-        "ipv4": {"allocated": changes, "used": snapshot.used, "available": snapshot.available},
-        "lastUpdate": now,
-    }
+    return {"ipv4": {"allocated": changes, "used": used, "available": available}, "lastUpdate": now}
 
 
 async def reconcile_ippool(ctx: Context, ref: Ref) -> None:
@@ -214,6 +210,8 @@ async def reconcile_ippool(ctx: Context, ref: Ref) -> None:
     problem = build_pool(ctx, ref, body)
     if problem is not None:
         log.warning("ippool %s/%s cannot be served: %s", *ref, problem)
+    else:
+        declines.act(ctx, ref, body, network)
     conditions = conditions_of(ctx, ref, body, problem, now)
     status: Body = body.get("status") or {}
     paused = bool((body.get("spec") or {}).get("paused"))

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from vmdhcp.api import NetworkConfigState, VirtualMachineNetworkConfig
+from vmdhcp.controller import declines
 from vmdhcp.controller.allocator import Ref
 from vmdhcp.controller.conditions import error, flag, ok, set_condition
 from vmdhcp.controller.context import RETRY_SECONDS, VMNETCFGS, Context
@@ -166,6 +167,7 @@ async def reconcile_vmnetcfg(ctx: Context, ref: Ref) -> None:
     conditions = set_condition(
         conditions, "InSynced", *ok("InSync"), now=now, generation=generation
     )
+    conditions = declines.with_pinned_conflicts(ctx, body, wanted, conditions, now, generation)
     await _write_status(ctx, body, conditions, entries)
     ctx.metrics.set_vmnetcfg(
         name,

@@ -18,6 +18,7 @@ from vmdhcp.agent.report import (
     lease_body,
     report_lease_name,
 )
+from vmdhcp.api.constants import agent_lease_name
 from vmdhcp.errors import ApiError
 
 POOL = ("default", "net-48")
@@ -28,7 +29,7 @@ EMPTY = AgentReport(POOL, "uid-1", "agent-0", 60.0, ())
 
 def test_the_report_round_trips_through_its_lease() -> None:
     body = lease_body(REPORT, "harvester-system", "agent-0_uid", None)
-    assert body["metadata"]["name"] == "vm-dhcp-agent-report-default-net-48"
+    assert body["metadata"]["name"] == "vm-dhcp-agent-report.default.net-48"
     assert body["metadata"]["labels"] == {REPORT_LABEL: "true"}
     assert body["spec"]["holderIdentity"] == "agent-0_uid"
     read = AgentReport.from_lease(json.loads(json.dumps(body)))
@@ -66,10 +67,19 @@ def test_only_a_change_of_content_is_worth_a_write() -> None:
 
 
 def test_long_pool_names_give_valid_lease_names() -> None:
-    name = report_lease_name("a" * 63, "b" * 63)
-    assert len(name) <= 63
-    assert name != report_lease_name("a" * 63, "b" * 62 + "c")
+    name = report_lease_name("a" * 63, "b" * 253)
+    assert len(name) <= 253
+    assert name != report_lease_name("a" * 63, "b" * 252 + "c")
     assert name[-1].isalnum()
+
+
+def test_lease_names_of_two_pools_never_meet() -> None:
+    """With dashes, `prod/eu-net` and `prod-eu/net` shared a name; and an election Lease
+    could be named as another pool's report."""
+    assert agent_lease_name("prod", "eu-net") != agent_lease_name("prod-eu", "net")
+    assert report_lease_name("prod", "eu-net") != report_lease_name("prod-eu", "net")
+    assert agent_lease_name("report-default", "net-48") != report_lease_name("default", "net-48")
+    assert agent_lease_name("default", "net-48") == "vm-dhcp-agent.default.net-48"
 
 
 class FakeApi:

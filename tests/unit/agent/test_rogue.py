@@ -15,7 +15,7 @@ import pytest
 
 from vmdhcp.agent.frames import udp_frame
 from vmdhcp.agent.metrics import AgentMetrics
-from vmdhcp.agent.report import AgentReport, ReportedServer
+from vmdhcp.agent.report import AgentReport, ReportedServer, Reporter
 from vmdhcp.agent.rogue import (
     FOREIGN,
     MALFORMED,
@@ -218,8 +218,10 @@ def watch(serving: list[bool], metrics: AgentMetrics, report: Wanted | None = No
     )
     posted = Posted()
     rogue.events = posted  # type: ignore[assignment]
-    rogue.report = report or Wanted()  # type: ignore[assignment]
-    rogue.pool, rogue.agent, rogue.pool_uid = ("default", "net-48"), "agent-0", lambda: "uid-1"
+    wanted = report or Wanted()
+    pool, uid = ("default", "net-48"), lambda: "uid-1"
+    rogue.reporter = Reporter(wanted, pool, "agent-0", uid, 1.0)  # type: ignore[arg-type]
+    rogue.report = wanted  # type: ignore[attr-defined]  # the fake writer, for assertions
     return rogue, posted
 
 

@@ -1,8 +1,10 @@
 """The controller's pure allocator, as a hypothesis state machine over two networks: pools
 built, reshaped and forgotten, addresses allocated (lowest free, static, resumed) and
-released. After every step: no address has two owners, the owners map and the pools
-agree, nothing is leaked by a release or a forgotten pool, and a reshape keeps every
-allocation that still fits."""
+released, declined (set aside, the MAC moved) and set-aside addresses expired. After every
+step: no address has two owners, the owners map and the pools agree, nothing is leaked by a
+release or a forgotten pool, a reshape keeps every allocation that still fits, no set-aside
+address is allocated, and the status counts add up (used + available = the spec's capacity,
+one DECLINED mark per set-aside address)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from vmdhcp.api.models import IPv4Config
-from vmdhcp.controller.allocator import Allocator, Claim
+from vmdhcp.controller.allocator import Allocator, Claim, Effects
 
 NETWORKS = ("ns/net-a", "ns/net-b")
 OWNERS = [("ns", f"vm-{n}") for n in range(6)]
@@ -38,6 +40,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         super().__init__()
         self.alloc = Allocator()
         self.shape: dict[str, IPv4Config] = {}
+        self.now = 0.0
 
     @rule(network=st.sampled_from(NETWORKS), shape=st.sampled_from(SHAPES))
     def build(self, network: str, shape: IPv4Config) -> None:
@@ -100,6 +103,37 @@ class AllocatorMachine(RuleBasedStateMachine):
             assert (network, mac) not in self.alloc.owners
             assert self.alloc.ipam.pool(network).lookup(mac) is None
 
+    @precondition(lambda self: self.alloc.owners)
+    @rule(data=st.data(), quarantine=st.sampled_from([0.0, 5.0, 50.0]))
+    def decline(self, data: st.DataObject, quarantine: float) -> None:
+        (network, mac), owner = data.draw(st.sampled_from(sorted(self.alloc.owners.items())))
+        held = self.alloc.ipam.pool(network).lookup(mac)
+        assert held is not None
+        # a decline of another address than the MAC's changes nothing
+        other = IPv4Address(int(held) + 1)
+        assert self.alloc.decline(owner, network, mac, str(other), 0.0) == (None, Effects())
+        got, effects = self.alloc.decline(owner, network, mac, str(held), self.now + quarantine)
+        assert held in self.alloc.aside[network]
+        assert got != held
+        assert self.alloc.ipam.pool(network).owner(held) is None
+        if isinstance(got, IPv4Address):
+            assert self.alloc.ipam.pool(network).lookup(mac) == got
+        else:
+            assert owner in self.alloc.waiting[network]
+        assert effects.changed == {("ns", network.split("/")[1])}
+        # the same report seen again: the MAC no longer holds that address, nothing moves
+        assert self.alloc.decline(owner, network, mac, str(held), self.now + 99) == (
+            None,
+            Effects(),
+        )
+
+    @rule(step=st.sampled_from([1.0, 10.0, 100.0]))
+    def time_passes(self, step: float) -> None:
+        self.now += step
+        for network in self.shape:
+            self.alloc.expire(network, self.now)
+            assert all(until > self.now for until in self.alloc.aside[network].values())
+
     @rule(owner=st.sampled_from(OWNERS))
     def release_all(self, owner: tuple[str, str]) -> None:
         self.alloc.release_all(owner)
@@ -122,6 +156,15 @@ class AllocatorMachine(RuleBasedStateMachine):
             for address in allocations:
                 assert pool.start <= address <= pool.end
                 assert address not in pool.excluded | pool.reserved
+            aside = self.alloc.aside.get(network, {})
+            assert not set(aside) & set(allocations), "a set-aside address is allocated"
+            spec = self.shape[network].to_pool()
+            assert not set(aside) & (spec.excluded | spec.reserved)
+            _, status, used, available = self.alloc.status(network)
+            assert used + available == spec.capacity
+            assert used == len(allocations) + len(aside)
+            marked = {ip for ip, mac in status.items() if mac == "DECLINED"}
+            assert marked == {str(a) for a in aside}
 
 
 TestAllocator = AllocatorMachine.TestCase
@@ -181,3 +224,58 @@ def test_a_recorded_address_is_given_back_when_free() -> None:
     assert (str(address), fresh) == ("10.0.0.17", True)
     again, fresh, effects = alloc.allocate(OWNERS[0], NETWORKS[0], MACS[0], None, "10.0.0.18")
     assert (str(again), fresh, effects.changed) == ("10.0.0.17", False, set())
+
+
+def test_a_declined_address_is_set_aside_marked_and_restored_after_a_restart() -> None:
+    alloc = Allocator()
+    alloc.build(("ns", "a"), NETWORKS[0], config(), [], {}, {})
+    first, _, _ = alloc.allocate(OWNERS[0], NETWORKS[0], MACS[0], None, None)
+    assert str(first) == "10.0.0.10"
+    got, effects = alloc.decline(OWNERS[0], NETWORKS[0], MACS[0], "10.0.0.10", 600.0)
+    assert str(got) == "10.0.0.11"
+    assert effects.changed == {("ns", "a")}
+    _, status, used, available = alloc.status(NETWORKS[0])
+    assert status["10.0.0.10"] == "DECLINED"
+    assert status["10.0.0.11"] == MACS[0]
+    assert (used, available) == (2, 9)  # 11 addresses: one held, one set aside
+    # nobody gets it: neither the lowest free, nor a recorded one, nor a static one
+    second, _, _ = alloc.allocate(OWNERS[1], NETWORKS[0], MACS[1], None, "10.0.0.10")
+    assert str(second) == "10.0.0.12"
+    problem, _, _ = alloc.allocate(OWNERS[2], NETWORKS[0], MACS[2], "10.0.0.10", None)
+    assert problem == (
+        "designated ip 10.0.0.10 is set aside: a client declined it, another host answers "
+        "for it on the network"
+    )
+    # a restart reads the mark back: set aside again, for a quarantine counted from then
+    again = Allocator()
+    claims = [Claim("10.0.0.11", MACS[0], OWNERS[0]), Claim("10.0.0.12", MACS[1], OWNERS[1])]
+    again.build(("ns", "a"), NETWORKS[0], config(), claims, status, {}, aside_until=1234.0)
+    assert again.aside[NETWORKS[0]] == {IPv4Address("10.0.0.10"): 1234.0}
+    assert again.status(NETWORKS[0])[1:] == alloc.status(NETWORKS[0])[1:]
+    assert again.next_expiry(NETWORKS[0]) == 1234.0
+    # its time up, it goes back to the pool, and whoever waited is retried
+    assert again.expire(NETWORKS[0], 1233.9) == Effects()
+    effects = again.expire(NETWORKS[0], 1234.0)
+    assert effects.changed == {("ns", "a")}
+    assert again.aside[NETWORKS[0]] == {}
+    third, _, _ = again.allocate(OWNERS[3], NETWORKS[0], MACS[3], None, None)
+    assert str(third) == "10.0.0.10"
+
+
+def test_a_declined_mark_a_vmnetcfg_claims_is_that_vms() -> None:
+    alloc = Allocator()
+    claims = [Claim("10.0.0.10", MACS[0], OWNERS[0])]
+    alloc.build(("ns", "a"), NETWORKS[0], config(), claims, {"10.0.0.10": "DECLINED"}, {})
+    assert alloc.aside[NETWORKS[0]] == {}
+    assert str(alloc.ipam.pool(NETWORKS[0]).lookup(MACS[0])) == "10.0.0.10"
+
+
+def test_a_decline_in_a_full_pool_leaves_the_mac_waiting() -> None:
+    alloc = Allocator()
+    alloc.build(("ns", "a"), NETWORKS[0], config(end=10), [], {}, {})
+    alloc.allocate(OWNERS[0], NETWORKS[0], MACS[0], None, None)
+    got, _ = alloc.decline(OWNERS[0], NETWORKS[0], MACS[0], "10.0.0.10", 5.0)
+    assert got == "no more ip addresses left in network ns/net-a ipam"
+    assert OWNERS[0] in alloc.waiting[NETWORKS[0]]
+    effects = alloc.expire(NETWORKS[0], 5.0)
+    assert effects.retry == {OWNERS[0]}
