@@ -1,5 +1,6 @@
-"""The one module that imports the `kubernetes` client library (it is untyped); the rest
-of the package talks to the API server through these few typed functions."""
+"""The one package that imports the `kubernetes` client library (it is untyped); the rest
+of vmdhcp talks to the API server through these few typed functions: `Kube` here, the
+blocking list and watch callables for `vmdhcp.watching` in `listing`."""
 
 from __future__ import annotations
 
@@ -8,17 +9,36 @@ import base64
 import functools
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from vmdhcp.errors import ApiError
+from vmdhcp.k8s.listing import (
+    custom_object_lister,
+    custom_object_watcher,
+    lease_lister,
+    lease_watcher,
+    pod_lister,
+    pod_watcher,
+    watch_stream,
+)
 
-__all__ = ["ApiError", "Kube"]
+__all__ = [
+    "ApiError",
+    "Kube",
+    "custom_object_lister",
+    "custom_object_watcher",
+    "lease_lister",
+    "lease_watcher",
+    "pod_lister",
+    "pod_watcher",
+    "watch_stream",
+]
 
 
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
@@ -32,100 +52,6 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any
         return config.new_client_from_config(config_file=kubeconfig, context=context)
     config.load_incluster_config()
     return client.ApiClient()
-
-
-def watch_stream(list_function: Any, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
-    """Events of a watch (`{"type": ..., "object": ...}`), ending at the server's timeout."""
-    return cast(Iterator[dict[str, Any]], watch.Watch().stream(list_function, *args, **kwargs))
-
-
-def _namespaced_lister(
-    kube: Kube, list_function: Any, namespace: str, label_selector: str
-) -> Callable[[], dict[str, Any]]:
-    def list_once() -> dict[str, Any]:
-        found = list_function(namespace, label_selector=label_selector, _request_timeout=30)
-        result: dict[str, Any] = kube.api.sanitize_for_serialization(found)
-        return result
-
-    return list_once
-
-
-def pod_lister(kube: Kube, namespace: str, label_selector: str) -> Callable[[], dict[str, Any]]:
-    """A blocking list of the pods of `namespace` with `label_selector`, as an API dict."""
-    return _namespaced_lister(kube, kube.core.list_namespaced_pod, namespace, label_selector)
-
-
-def _watcher(
-    list_function: Any, *args: Any, seconds: int, **kwargs: Any
-) -> Callable[[str], Iterator[tuple[str, dict[str, Any]]]]:
-    """A blocking watch with `list_function(*args, **kwargs)` from a resourceVersion:
-    (type, API dict) pairs, for `list_then_watch`. BOOKMARK events are asked for and passed
-    through (raw: they move the resourceVersion on). The library's own resuming is off (a
-    timeout is given): an expired resourceVersion raises its `ApiException` with status
-    410, which `list_then_watch` takes for "relist"."""
-
-    def watch_from(resource_version: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        for event in watch_stream(
-            list_function,
-            *args,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=seconds,
-            _request_timeout=seconds + 15,
-            **kwargs,
-        ):
-            yield event.get("type") or "", event["raw_object"]
-
-    return watch_from
-
-
-def pod_watcher(
-    kube: Kube, namespace: str, label_selector: str, seconds: int
-) -> Callable[[str], Iterator[tuple[str, dict[str, Any]]]]:
-    """A blocking watch of those pods (see `_watcher`)."""
-    return _watcher(
-        kube.core.list_namespaced_pod, namespace, seconds=seconds, label_selector=label_selector
-    )
-
-
-def lease_lister(kube: Kube, namespace: str, label_selector: str) -> Callable[[], dict[str, Any]]:
-    """A blocking list of the Leases of `namespace` with `label_selector`, as an API dict."""
-    return _namespaced_lister(
-        kube, kube.coordination.list_namespaced_lease, namespace, label_selector
-    )
-
-
-def lease_watcher(
-    kube: Kube, namespace: str, label_selector: str, seconds: int
-) -> Callable[[str], Iterator[tuple[str, dict[str, Any]]]]:
-    """A blocking watch of those Leases (see `_watcher`)."""
-    return _watcher(
-        kube.coordination.list_namespaced_lease,
-        namespace,
-        seconds=seconds,
-        label_selector=label_selector,
-    )
-
-
-def custom_object_lister(
-    kube: Kube, group: str, version: str, plural: str
-) -> Callable[[], dict[str, Any]]:
-    """A blocking list of every object of a custom resource, cluster-wide, as an API dict."""
-
-    def list_once() -> dict[str, Any]:
-        return cast(
-            dict[str, Any],
-            kube.custom.list_cluster_custom_object(group, version, plural, _request_timeout=60),
-        )
-
-    return list_once
-
-
-def custom_object_watcher(
-    kube: Kube, group: str, version: str, plural: str, seconds: int
-) -> Callable[[str], Iterator[tuple[str, dict[str, Any]]]]:
-    """A blocking watch of those objects (see `_watcher`)."""
-    return _watcher(kube.custom.list_cluster_custom_object, group, version, plural, seconds=seconds)
 
 
 # -- an asyncio-friendly adapter for the controller ---------------------------------------
