@@ -24,7 +24,8 @@ from vmdhcp.mac import InvalidMac, normalize_mac
 
 AGENT_HTTP_PORT = 8080
 LABEL_AGENT_REPLICA = f"{GROUP}/ippool-agent-replica"
-"""On each replica of a pool's agent (`--agent-replicas` > 1): its index, "0" to "8"."""
+"""On each replica of a pool's agent (`--agent-replicas` > 1): its index, "0" to "9" (REPLICA_SLOTS:
+the N replicas and the spares that replace replicas stuck on dead nodes)."""
 MAX_NAME = 63
 SET_IP_SCRIPT = """#!/usr/bin/env sh
 set -ex
