@@ -1,7 +1,9 @@
 """vm-dhcp-controller figures against the test API server (`make bench-controller`).
 
 Starts its own API server (k8s-test-env, with an audit log of the controller's requests),
-one NAD and one /21 IPPool, and the controller as a subprocess (`--no-agent`: the agent pod
+the webhook registered with it as in an install (`--no-webhook`: without; every vmnetcfg
+the controller creates or updates is then admitted by nobody), one NAD and one /21 IPPool,
+and the controller as a subprocess (`--no-agent`: the agent pod
 would never run here and plays no part in allocation; leader election on, as users run it,
 so every write is gated on leadership). Then:
 
@@ -16,22 +18,20 @@ so every write is gated on leadership). Then:
    until a VM created at that moment is Allocated; also the writes the restart costs.
 
 Targets: all 1,000 within 30 s, zero duplicate addresses, at most 4 API writes per VM,
-ready again after a restart in under 5 s; the controller's CPU per VM is printed. Exit
+ready again after a restart in under 5 s; the controller's CPU per VM is printed, and the
+webhook's CPU per VM and RSS when it runs. Exit
 status 1 when a target is missed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -41,9 +41,20 @@ from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kubernetes import watch
+from bench.controller_observe import (
+    CONTROLLER_USER,
+    GROUP,
+    NAMESPACE,
+    VERSION,
+    VMNETCFGS,
+    AllocationWatch,
+    Audit,
+    requests,
+    writes,
+)
+from bench.webhook_proc import cpu_seconds, create_network, rss_mib, running_webhook
 from kubernetes.client import ApiClient, CustomObjectsApi
-from tests.agentproc import AgentProcess, running_controller, wait_for
+from tests.agentproc import AgentProcess, free_port, running_controller, wait_for
 from tests.cluster import (
     Cluster,
     create_namespace,
@@ -51,15 +62,12 @@ from tests.cluster import (
     start_cluster,
     stop_cluster,
 )
+from tests.integration.test_webhook import Webhook
 
-GROUP, VERSION = "network.harvesterhci.io", "v1alpha1"
-VMNETCFGS = "virtualmachinenetworkconfigs"
-CONTROLLER_USER = "vm-dhcp-controller"
-NAMESPACE = "bench"
 AGENT_NAMESPACE = "harvester-system"
+WEBHOOK_NAMESPACE = "vm-dhcp-system"
 NETWORK = "net-bench"
 MARKS = ("EXCLUDED", "RESERVED")
-WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 
 TARGET_TOTAL_S = 30.0
 TARGET_WRITES_PER_VM = 4.0
@@ -107,134 +115,6 @@ def vm_body(name: str, address: str) -> dict[str, Any]:
     }
 
 
-# -- the controller's requests, from the API server's audit log --------------------------------
-
-
-class Audit:
-    """Reads the audit log (Metadata level, the controller's user only, one line per request
-    at ResponseComplete; watches appear only when they end)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def mark(self) -> int:
-        return self.path.stat().st_size if self.path.exists() else 0
-
-    def events(self, since: int, until: int | None = None) -> list[dict[str, Any]]:
-        with self.path.open("rb") as log:
-            log.seek(since)
-            data = log.read() if until is None else log.read(until - since)
-        return [json.loads(line) for line in data.splitlines() if line.strip()]
-
-    def quiet(self, seconds: float = 1.0, timeout: float = 60.0) -> int:
-        """Wait until the controller has sent no request for `seconds`; the log's size."""
-        deadline = time.monotonic() + timeout
-        size, since = self.mark(), time.monotonic()
-        while time.monotonic() < deadline:
-            time.sleep(0.1)
-            now = self.mark()
-            if now != size:
-                size, since = now, time.monotonic()
-            elif time.monotonic() - since >= seconds:
-                return size
-        raise RuntimeError(f"the controller did not go quiet within {timeout}s")
-
-
-def resource_of(event: dict[str, Any]) -> str:
-    ref = event.get("objectRef") or {}
-    name = ref.get("resource") or event.get("requestURI", "?")
-    if ref.get("subresource"):
-        name += "/" + ref["subresource"]
-    return str(name)
-
-
-def writes(events: list[dict[str, Any]]) -> Counter[str]:
-    return Counter(
-        f"{e['verb']} {resource_of(e)}"
-        for e in events
-        if e.get("verb") in WRITE_VERBS and e.get("user", {}).get("username") == CONTROLLER_USER
-    )
-
-
-def requests(events: list[dict[str, Any]]) -> int:
-    return sum(1 for e in events if e.get("user", {}).get("username") == CONTROLLER_USER)
-
-
-# -- observing allocations ------------------------------------------------------------------------
-
-
-class AllocationWatch(threading.Thread):
-    """Watches the namespace's vmnetcfgs and records when each is first seen Allocated."""
-
-    def __init__(self, api: ApiClient) -> None:
-        super().__init__(daemon=True, name="vmnetcfg-watch")
-        self.custom = CustomObjectsApi(api)
-        self.allocated: dict[str, tuple[float, str, str]] = {}
-        """name -> (time.perf_counter() when seen, mac, address)"""
-        self.changed = threading.Condition()
-        self.stopping = threading.Event()
-        self.started_watch = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:  # reported by the main thread
-            self.error = exc
-
-    def _run(self) -> None:
-        listing = cast(
-            dict[str, Any],
-            self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, NAMESPACE, VMNETCFGS, limit=1
-            ),
-        )
-        version = listing["metadata"]["resourceVersion"]
-        while not self.stopping.is_set():
-            stream = watch.Watch()  # type: ignore[no-untyped-call]
-            self.started_watch.set()
-            for event in stream.stream(  # type: ignore[no-untyped-call]
-                self.custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                NAMESPACE,
-                VMNETCFGS,
-                resource_version=version,
-                timeout_seconds=2,
-                allow_watch_bookmarks=True,
-            ):
-                seen = time.perf_counter()
-                body = event["object"]
-                version = body["metadata"]["resourceVersion"]
-                if event["type"] not in ("ADDED", "MODIFIED"):
-                    continue
-                entries = (body.get("status") or {}).get("networkConfigs") or []
-                name = body["metadata"]["name"]
-                if name in self.allocated or not entries:
-                    continue
-                if all(e.get("state") == "Allocated" for e in entries):
-                    entry = entries[0]
-                    with self.changed:
-                        self.allocated[name] = (
-                            seen,
-                            entry["macAddress"],
-                            entry["allocatedIPAddress"],
-                        )
-                        self.changed.notify_all()
-
-    def wait(self, names: set[str], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while not names <= self.allocated.keys():
-                if self.error is not None:
-                    raise RuntimeError(f"the watch failed: {self.error!r}")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.changed.wait(min(left, 0.5))
-        return True
-
-
 def pool_allocated(custom: CustomObjectsApi) -> dict[str, str]:
     pool = cast(
         dict[str, Any],
@@ -242,22 +122,6 @@ def pool_allocated(custom: CustomObjectsApi) -> dict[str, str]:
     )
     allocated = ((pool.get("status") or {}).get("ipv4") or {}).get("allocated") or {}
     return {ip: m for ip, m in allocated.items() if m not in MARKS}
-
-
-def rss_mib(pid: int) -> tuple[float, float]:
-    """VmRSS and VmHWM (peak) of a process, MiB."""
-    fields: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0]) / 1024
-    return fields["VmRSS"], fields["VmHWM"]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], p: int) -> float:
@@ -290,41 +154,21 @@ def setup_network(api: ApiClient, addresses: int) -> int:
     """The NAD and the IPPool; returns the pool's prefix length."""
     create_namespace(api, NAMESPACE)
     create_namespace(api, AGENT_NAMESPACE)
-    custom = CustomObjectsApi(api)
-    nad = {
-        "apiVersion": "k8s.cni.cncf.io/v1",
-        "kind": "NetworkAttachmentDefinition",
-        "metadata": {
-            "name": NETWORK,
-            "namespace": NAMESPACE,
-            "labels": {"network.harvesterhci.io/clusternetwork": "mgmt"},
-        },
-        "spec": {"config": "{}"},
-    }
-    custom.create_namespaced_custom_object(
-        "k8s.cni.cncf.io", "v1", NAMESPACE, "network-attachment-definitions", nad
-    )
     prefix = 32 - (2 * addresses + 16).bit_length()  # a /21 for 1,000 (2,046 hosts)
     cidr = IPv4Network(f"10.20.0.0/{prefix}")
-    pool = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "IPPool",
-        "metadata": {"name": NETWORK, "namespace": NAMESPACE},
-        "spec": {
-            "networkName": f"{NAMESPACE}/{NETWORK}",
-            "ipv4Config": {
-                "serverIP": "10.20.0.2",
-                "cidr": str(cidr),
-                "pool": {
-                    "start": "10.20.0.10",
-                    "end": str(cidr.broadcast_address - 1),
-                    "exclude": ["10.20.0.11"],
-                },
-                "router": "10.20.0.1",
-            },
+    ipv4 = {
+        "serverIP": "10.20.0.2",
+        "cidr": str(cidr),
+        "pool": {
+            "start": "10.20.0.10",
+            "end": str(cidr.broadcast_address - 1),
+            "exclude": ["10.20.0.11"],
         },
+        "router": "10.20.0.1",
     }
-    custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "ippools", pool)
+    # labelled with its pool, which the controller writes itself only with agents on
+    labels = {"network.harvesterhci.io/clusternetwork": "mgmt"}
+    create_network(CustomObjectsApi(api), NAMESPACE, NETWORK, ipv4, **labels)
     return prefix
 
 
@@ -344,8 +188,31 @@ def cache_size(controller: AgentProcess) -> int:
     return len(body) if status == 200 and isinstance(body, dict) else -1
 
 
-def run(count: int, threads: int, workdir: Path) -> int:
-    with bench_cluster(workdir) as (cluster, audit), cluster.api_client() as api:
+@contextmanager
+def maybe_webhook(
+    api: ApiClient, cluster: Cluster, workdir: Path, on: bool, pythonpath: str | None
+) -> Iterator[Webhook | None]:
+    """The webhook, registered with the API server as in an install (or nothing)."""
+    if not on:
+        yield None
+        return
+    create_namespace(api, WEBHOOK_NAMESPACE)
+    log = workdir / "webhook.log"
+    with running_webhook(
+        api, cluster.kubeconfig, WEBHOOK_NAMESPACE, free_port(), log, pythonpath=pythonpath
+    ) as webhook:
+        yield webhook
+    text = log.read_text(errors="replace")
+    if "Traceback" in text:
+        print(f"note: webhook.log has errors:\n{text[-3000:]}", file=sys.stderr)
+
+
+def run(count: int, threads: int, workdir: Path, webhook_on: bool, pythonpath: str | None) -> int:
+    with (
+        bench_cluster(workdir) as (cluster, audit),
+        cluster.api_client() as api,
+        maybe_webhook(api, cluster, workdir, webhook_on, pythonpath) as webhook,
+    ):
         api.rest_client.pool_manager.connection_pool_kw["maxsize"] = threads + 4
         custom = CustomObjectsApi(api)
         prefix = setup_network(api, count + 1)
@@ -364,6 +231,8 @@ def run(count: int, threads: int, workdir: Path) -> int:
             audit.quiet(0.5)
             since = audit.mark()
             cpu_before = cpu_seconds(controller.process.pid)
+            webhook_cpu = cpu_seconds(webhook.process.pid) if webhook else 0.0
+            webhook_rss = (0.0, 0.0)
 
             def create(name: str) -> None:
                 created[name] = time.perf_counter()
@@ -389,6 +258,9 @@ def run(count: int, threads: int, workdir: Path) -> int:
             pool_done = time.perf_counter() - began
             rss, hwm = rss_mib(controller.process.pid)
             cpu = cpu_seconds(controller.process.pid) - cpu_before
+            if webhook:
+                webhook_cpu = cpu_seconds(webhook.process.pid) - webhook_cpu
+                webhook_rss = rss_mib(webhook.process.pid)
             until = audit.quiet(1.0)
             events = audit.events(since, until)
             alloc_writes = writes(events)
@@ -516,10 +388,27 @@ def run(count: int, threads: int, workdir: Path) -> int:
         ),
         ("restart: controller RSS", f"{restart_rss:.0f} MiB", "", None),
     ]
+    if webhook_on:
+        rows += [
+            (
+                "webhook CPU per VM while allocating",
+                f"{webhook_cpu / count * 1000:.1f} ms",
+                "",
+                None,
+            ),
+            (
+                "webhook RSS after (peak)",
+                f"{webhook_rss[0]:.0f} ({webhook_rss[1]:.0f}) MiB",
+                "",
+                None,
+            ),
+        ]
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
         f"\nvm-dhcp-controller: {count} VMs on one /{prefix} IPPool, --no-agent, leader "
-        f"election on; {os.cpu_count()} CPUs, load average {load}"
+        f"election on, webhook {'on' if webhook_on else 'off (--no-webhook)'}"
+        f"{' (' + pythonpath + ')' if pythonpath else ''}; {os.cpu_count()} CPUs, "
+        f"load average {load}"
     )
     print(f"{'measure':<48} {'result':>24} {'target':>9}  ok")
     for name, result, target, ok in rows:
@@ -539,10 +428,19 @@ def main() -> int:
     parser.add_argument("--vms", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=32, help="client threads creating VMs")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--no-webhook",
+        action="store_true",
+        help="run without the webhook (by default it is registered, as in an install, and "
+        "every vmnetcfg the controller writes goes through it)",
+    )
+    parser.add_argument(
+        "--webhook-pythonpath", help="run the webhook from this copy of the package"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-controller-"))
     try:
-        return run(args.vms, args.threads, workdir)
+        return run(args.vms, args.threads, workdir, not args.no_webhook, args.webhook_pythonpath)
     finally:
         if args.keep:
             print(f"work directory kept: {workdir}", file=sys.stderr)

@@ -70,8 +70,8 @@ EXPECTED: dict[str, set[Grant]] = {
         ("*", "admissionregistration.k8s.io", WEBHOOK_CONFIGS, "create", ""),
         ("*", "admissionregistration.k8s.io", WEBHOOK_CONFIGS, "patch", WEBHOOK),
         ("*", "apiextensions.k8s.io", "customresourcedefinitions", "list watch", ""),
-        ("*", NET, "ippools virtualmachinenetworkconfigs", "list", ""),
-        ("*", "k8s.cni.cncf.io", "network-attachment-definitions", "get", ""),
+        ("*", NET, "ippools virtualmachinenetworkconfigs", "get list watch", ""),
+        ("*", "k8s.cni.cncf.io", "network-attachment-definitions", "get list watch", ""),
         (NAMESPACE, "", "secrets", "create", ""),
         (NAMESPACE, "", "secrets", "get update", f"{WEBHOOK}-ca {WEBHOOK}-tls"),
     ),
@@ -114,6 +114,14 @@ NOT_EXERCISED: dict[str, dict[Grant, str]] = {
     f"{RELEASE}-webhook": {
         (NAMESPACE, "", "secrets", "update", f"{WEBHOOK}-ca"): "renewing the CA",
         (NAMESPACE, "", "secrets", "update", f"{WEBHOOK}-tls"): "renewing the certificate",
+    }
+    | {
+        ("*", group, resource, "get", ""): "a refusal that rests on it, judged again live"
+        for group, resource in (
+            (NET, "ippools"),
+            (NET, "virtualmachinenetworkconfigs"),
+            ("k8s.cni.cncf.io", "network-attachment-definitions"),
+        )
     },
 }
 

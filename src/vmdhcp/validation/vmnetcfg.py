@@ -115,15 +115,17 @@ def _same_mac(a: str, b: str | None) -> bool:
         return a == b
 
 
-def _mac(text: str) -> str | None:
+def mac_key(text: str) -> str | None:
+    """A MAC in its normal form, or None when it is not one (how the rules compare MACs)."""
     try:
         return normalize_mac(text)
     except InvalidMac:
         return None
 
 
-def _static(text: str | None) -> str | None:
-    """The static address asked for, normalised, or None (unset, `0.0.0.0` or invalid)."""
+def static_key(text: str | None) -> str | None:
+    """The static address asked for, normalised, or None (unset, `0.0.0.0` or invalid):
+    how the rules compare desired addresses."""
     if not text or text == ANY_ADDRESS:
         return None
     try:
@@ -159,7 +161,7 @@ def vmnetcfg_problems(cfg: VirtualMachineNetworkConfig, view: ClusterView) -> li
             macs.add((key, mac))
             for other in others:
                 if any(
-                    network_key(onc.network_name) == key and _mac(onc.mac_address) == mac
+                    network_key(onc.network_name) == key and mac_key(onc.mac_address) == mac
                     for onc in other.spec.network_configs or ()
                 ):
                     owner = object_key(other.metadata.namespace, other.metadata.name)
@@ -179,13 +181,13 @@ def vmnetcfg_problems(cfg: VirtualMachineNetworkConfig, view: ClusterView) -> li
                 parse_static_ip(nc.ip_address)
             except AddressError as exc:
                 reasons.append(str(exc))
-        ip = _static(nc.ip_address)
+        ip = static_key(nc.ip_address)
         if ip is None:
             continue
         duplicate = (key, ip) in ips or any(
             network_key(onc.network_name) == key
-            and _static(onc.ip_address) == ip
-            and (mac is None or _mac(onc.mac_address) != mac)
+            and static_key(onc.ip_address) == ip
+            and (mac is None or mac_key(onc.mac_address) != mac)
             for other in others
             for onc in other.spec.network_configs or ()
         )

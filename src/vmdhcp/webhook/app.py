@@ -1,5 +1,6 @@
-"""Run the webhook: certificates first, then kopf's admission server and its managed
-webhook configurations, with the certificate renewals alongside.
+"""Run the webhook: certificates first, then the caches' first listings, then kopf's
+admission server and its managed webhook configurations, with the certificate renewals
+and the caches' watches alongside.
 
 kopf serves HTTPS from the files the CertificateManager writes (and restarts its listener
 when they change) and keeps the ValidatingWebhookConfiguration and the
@@ -13,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +25,8 @@ from typing import Any
 import kopf
 
 from vmdhcp import k8s
+from vmdhcp.webhook import health
+from vmdhcp.webhook.caches import Caches
 from vmdhcp.webhook.config import WebhookConfig
 from vmdhcp.webhook.handlers import Rules, register
 from vmdhcp.webhook.tls import CertificateManager, service_names
@@ -99,9 +104,10 @@ def build_settings(
     return settings
 
 
-def build_registry(config: WebhookConfig, kube: k8s.Kube) -> kopf.OperatorRegistry:
+def build_registry(config: WebhookConfig, kube: k8s.Kube, caches: Caches) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    register(registry, Rules(kube, config.service_cidr), config.namespace)
+    rules = Rules(kube, caches, config.service_cidr, config.max_stale)
+    register(registry, rules, config.namespace)
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.ConnectionInfo:
@@ -113,6 +119,10 @@ def build_registry(config: WebhookConfig, kube: k8s.Kube) -> kopf.OperatorRegist
 
 async def run(config: WebhookConfig) -> None:
     """Serve until SIGINT or SIGTERM; errors reaching the API server at start raise."""
+    stop = asyncio.Event()  # kopf installs its own handlers later; this covers the start
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     api = await asyncio.to_thread(k8s.tuned_api_client, config.kubeconfig, None, POOL_SIZE)
     kube = k8s.Kube(api)
     with tempfile.TemporaryDirectory(prefix="vm-dhcp-webhook-") as directory:
@@ -124,15 +134,40 @@ async def run(config: WebhookConfig) -> None:
             directory=Path(directory),
         )
         await certificates.ensure()
+        caches = Caches(kube)
+        caches.start()
         renewals = asyncio.create_task(certificates.run(), name="certificate renewals")
         try:
-            await kopf.operator(
-                registry=build_registry(config, kube),
-                settings=build_settings(config, certificates),
-                standalone=True,
-                clusterwide=True,
-            )
+            async with health.serving(config, caches):
+                if not await fill(caches, stop):
+                    return
+                await kopf.operator(
+                    registry=build_registry(config, kube, caches),
+                    settings=build_settings(config, certificates),
+                    standalone=True,
+                    clusterwide=True,
+                    stop_flag=stop,
+                )
         finally:
+            caches.stop()
             renewals.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewals
+
+
+async def fill(caches: Caches, stop: asyncio.Event) -> bool:
+    """Wait for every cache's first listing (False: stopped first). Admission reviews are
+    served only after it (the HTTPS port is not even open before), so none is answered from
+    an empty cache."""
+    began = time.monotonic()
+    logger.info("Listing IPPools, vmnetcfgs and NADs before serving admission reviews")
+    filled = asyncio.create_task(caches.wait_filled())
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({filled, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    filled.cancel()
+    stopped.cancel()
+    if stop.is_set():
+        return False
+    sizes = ", ".join(f"{count} {name}" for name, count in caches.sizes().items())
+    logger.info("Caches filled in %.2f s: %s", time.monotonic() - began, sizes)
+    return True

@@ -21,6 +21,7 @@ from vmdhcp.validation import DEFAULT_SERVICE_CIDR, AddressError, parse_cidr
 
 DEFAULT_NAME = "vm-dhcp-webhook"
 DEFAULT_HTTPS_PORT = 8443
+DEFAULT_MAX_STALE = 120.0
 _NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
 
@@ -44,6 +45,11 @@ class WebhookConfig:
     cluster and the test API server)."""
     kubeconfig: str | None
     log_level: str
+    http_address: str = "0.0.0.0"
+    http_port: int = 0
+    """/healthz and /readyz over plain HTTP; 0: not served."""
+    max_stale: float = DEFAULT_MAX_STALE
+    """Seconds a watch may fail before admission requests are refused; 0: never."""
 
     @property
     def advertise_host(self) -> str | None:
@@ -116,6 +122,24 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=_truthy(env.get("VM_DHCP_WEBHOOK_TRACE")),
         help="log at TRACE, more than --debug (env VM_DHCP_WEBHOOK_TRACE=true)",
     )
+    p.add_argument(
+        "--http-address",
+        default="0.0.0.0",
+        help="listen address of /healthz and /readyz (default 0.0.0.0)",
+    )
+    p.add_argument(
+        "--http-port",
+        type=int,
+        default=0,
+        help="serve /healthz and /readyz over HTTP on this port (default 0: not served)",
+    )
+    p.add_argument(
+        "--max-stale-seconds",
+        type=float,
+        default=DEFAULT_MAX_STALE,
+        help="refuse admission requests, and report not ready, once a watch of the cluster "
+        f"has failed for this long (default {DEFAULT_MAX_STALE:.0f}; 0: answer however stale)",
+    )
     for unused in ("--controller-user", "--gc-user", "--threadiness"):
         p.add_argument(unused, help="accepted for compatibility with upstream; unused")
     p.add_argument("--version", action="version", version=f"vm-dhcp-webhook {__version__}")
@@ -136,6 +160,12 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> WebhookConfig:
         raise ConfigError(f"--namespace {args.namespace!r} is not a namespace name")
     if not 0 < args.https_port < 65536:
         raise ConfigError(f"--https-port {args.https_port} is not a port number")
+    if not 0 <= args.http_port < 65536:
+        raise ConfigError(f"--http-port {args.http_port} is not a port number")
+    if not args.max_stale_seconds >= 0:
+        raise ConfigError(
+            f"--max-stale-seconds {args.max_stale_seconds} is not a number of seconds >= 0"
+        )
     try:
         service_cidr = parse_cidr(args.service_cidr)
     except AddressError:
@@ -163,4 +193,7 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> WebhookConfig:
         advertise_url=args.advertise_url.rstrip("/") if args.advertise_url else None,
         kubeconfig=kubeconfig,
         log_level=level,
+        http_address=args.http_address,
+        http_port=args.http_port,
+        max_stale=args.max_stale_seconds,
     )

@@ -1,4 +1,5 @@
-"""kopf admission handlers: parse the object, look the cluster up, call the pure rules.
+"""kopf admission handlers: parse the object, look the cluster up in the caches, call the
+pure rules (a refusal is judged again on a live read of what it rests on, see `views`).
 
 Registered on the main resources only, so status writes (the controller's) are never
 validated. A refusal is a `kopf.AdmissionError` with code 422 (Invalid) whose message is
@@ -8,8 +9,9 @@ the validators' `cannot <operation> <kind> <ns>/<name> because ...`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from ipaddress import IPv4Network
 from typing import Any, TypeVar
 
@@ -20,6 +22,7 @@ from vmdhcp import k8s
 from vmdhcp.api import GROUP, VERSION, IPPool, VirtualMachineNetworkConfig
 from vmdhcp.api.constants import IPPOOL_KIND, IPPOOL_PLURAL, VMNETCFG_KIND, VMNETCFG_PLURAL
 from vmdhcp.validation import (
+    ClusterView,
     JsonPatchOp,
     Operation,
     ValidationError,
@@ -31,20 +34,25 @@ from vmdhcp.validation import (
     validate_vmnetcfg_update,
 )
 from vmdhcp.validation.ippool import being_deleted
-from vmdhcp.webhook.lookups import snapshot
+from vmdhcp.webhook.caches import Caches
+from vmdhcp.webhook.views import CachedView, confirm
 
 logger = logging.getLogger(__name__)
 
 INVALID = 422
+UNAVAILABLE = 503
 M = TypeVar("M", IPPool, VirtualMachineNetworkConfig)
 
 
 @dataclass(frozen=True)
 class Rules:
-    """What the handlers need: the API and the `--service-cidr`."""
+    """What the handlers need: the API (for confirming refusals), the caches, the
+    `--service-cidr`, and how stale the caches may be before requests are refused."""
 
     kube: k8s.Kube
+    caches: Caches
     service_cidr: IPv4Network
+    max_stale: float
 
 
 def refuse(exc: ValidationError) -> kopf.AdmissionError:
@@ -96,6 +104,49 @@ def merge_patch(ops: list[JsonPatchOp]) -> dict[str, Any]:
     return merged
 
 
+def create_pool(pool: IPPool, cidr: IPv4Network, view: ClusterView) -> None:
+    validate_ippool_create(pool, view, service_cidr=cidr)
+
+
+def update_pool(before: IPPool | None, pool: IPPool, cidr: IPv4Network, view: ClusterView) -> None:
+    validate_ippool_update(before, pool, view, service_cidr=cidr)
+
+
+def create_cfg(cfg: VirtualMachineNetworkConfig, view: ClusterView) -> None:
+    validate_vmnetcfg_create(cfg, view)
+
+
+def update_cfg(
+    before: VirtualMachineNetworkConfig | None,
+    cfg: VirtualMachineNetworkConfig,
+    view: ClusterView,
+) -> None:
+    validate_vmnetcfg_update(before, cfg, view)
+
+
+async def judge(rules: Rules, view: CachedView, check: Callable[[ClusterView], None]) -> None:
+    """Apply `check` to the cached view; a refusal is judged again on the objects it rests
+    on, read from the API server (`views.confirm`), and only a refusal that holds there is
+    given. Caches not yet listed, or too stale, refuse every request with the reason."""
+    problem = rules.caches.problem(rules.max_stale)
+    if problem is not None:
+        logger.warning("Refused without judging: %s", problem)
+        raise kopf.AdmissionError(f"cannot judge the request: {problem}", code=UNAVAILABLE)
+    try:
+        check(view)
+        return
+    except ValidationError as exc:
+        cached = exc
+    live = await confirm(rules.kube, view)
+    if live is None:
+        raise refuse(cached)
+    try:
+        check(live)
+    except ValidationError as exc:
+        raise refuse(exc) from None
+    logger.info("Accepted on a second look at the API server (the cache was behind): %s", cached)
+
+
 def register(registry: kopf.OperatorRegistry, rules: Rules, suffix: str) -> None:
     """Register the three handlers; `suffix` (the namespace) makes the webhook names
     `ippool.validator.<namespace>.<name>` and so on, like upstream's
@@ -112,27 +163,21 @@ def register(registry: kopf.OperatorRegistry, rules: Rules, suffix: str) -> None
     )
     async def validate_ippool(**kwargs: Any) -> None:
         operation, new, old = request(kwargs)
-        try:
-            if operation == "CREATE":
-                pool = parse(IPPool, new, Operation.CREATE)
-                view = await snapshot(rules.kube, networks=[pool.spec.network_name], ippools=True)
-                validate_ippool_create(pool, view, service_cidr=rules.service_cidr)
-            elif operation == "UPDATE":
-                pool = parse(IPPool, new, Operation.UPDATE)
-                if being_deleted(pool.metadata):
-                    return
-                before = parse(IPPool, old, Operation.UPDATE) if old else None
-                networks = [pool.spec.network_name]
-                if before is not None:
-                    networks.append(before.spec.network_name)
-                view = await snapshot(rules.kube, networks=networks, ippools=True)
-                validate_ippool_update(before, pool, view, service_cidr=rules.service_cidr)
-            elif operation == "DELETE" and old:
-                pool = parse(IPPool, old, Operation.DELETE)
-                view = await snapshot(rules.kube, ippools=True, vmnetcfgs=True)
-                validate_ippool_delete(pool, view)
-        except ValidationError as exc:
-            raise refuse(exc) from None
+        cidr = rules.service_cidr
+        if operation == "CREATE":
+            pool = parse(IPPool, new, Operation.CREATE)
+            await judge(rules, CachedView(rules.caches), partial(create_pool, pool, cidr))
+        elif operation == "UPDATE":
+            pool = parse(IPPool, new, Operation.UPDATE)
+            if being_deleted(pool.metadata):
+                return
+            before = parse(IPPool, old, Operation.UPDATE) if old else None
+            check = partial(update_pool, before, pool, cidr)
+            await judge(rules, CachedView(rules.caches), check)
+        elif operation == "DELETE" and old:
+            pool = parse(IPPool, old, Operation.DELETE)
+            view = CachedView(rules.caches, every_user=True)
+            await judge(rules, view, partial(validate_ippool_delete, pool))
 
     @kopf.on.validate(
         GROUP,
@@ -149,22 +194,12 @@ def register(registry: kopf.OperatorRegistry, rules: Rules, suffix: str) -> None
         cfg = parse(VirtualMachineNetworkConfig, new, step)
         if step is Operation.UPDATE and being_deleted(cfg.metadata):
             return
-        before = (
-            parse(VirtualMachineNetworkConfig, old, step)
-            if old and step is Operation.UPDATE
-            else None
-        )
-        networks = [nc.network_name for nc in cfg.spec.network_configs or ()]
-        if before is not None:
-            networks += [nc.network_name for nc in before.spec.network_configs or ()]
-        view = await snapshot(rules.kube, networks=networks, ippools=True, vmnetcfgs=True)
-        try:
-            if step is Operation.CREATE:
-                validate_vmnetcfg_create(cfg, view)
-            else:
-                validate_vmnetcfg_update(before, cfg, view)
-        except ValidationError as exc:
-            raise refuse(exc) from None
+        if step is Operation.CREATE:
+            await judge(rules, CachedView(rules.caches, [cfg]), partial(create_cfg, cfg))
+            return
+        before = parse(VirtualMachineNetworkConfig, old, step) if old else None
+        view = CachedView(rules.caches, [cfg] if before is None else [cfg, before])
+        await judge(rules, view, partial(update_cfg, before, cfg))
 
     @kopf.on.mutate(
         GROUP,
