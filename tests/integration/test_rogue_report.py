@@ -399,3 +399,101 @@ def test_only_the_serving_replica_looks_and_a_failover_keeps_the_condition(
     )
     assert third.metric("vmdhcp_agent_rogue_frames_total", result="foreign") == 0
     assert third.metric("vmdhcp_agent_rogue_servers") == 0
+
+
+def test_a_starting_controller_waits_for_the_reports_before_it_reconciles_a_pool(
+    cluster: Cluster, api_client: ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """The reports are listed before the first pool reconcile: a controller that starts
+    while a report says a rogue server is there keeps RogueDHCPServer True throughout (before,
+    a reconcile ahead of the report listing set it False, then True again, its
+    lastTransitionTime reset). No lab: only the API server and the controller."""
+    from kubernetes import watch
+
+    from vmdhcp.agent.report import AgentReport, ReportedServer, lease_body
+
+    agents = unique_namespace_name("report-agents")
+    create_namespace(api_client, agents)
+    custom = CustomObjectsApi(api_client)
+    seed_network(custom, namespace)
+    pool = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "ippools", "net-48")
+    server = ReportedServer(str(ROGUE_IP), "02:00:00:00:00:09", "2026-12-05T07:00:00Z")
+    report = AgentReport((namespace, "net-48"), pool["metadata"]["uid"], "a-0", 60.0, (server,))
+    CoordinationV1Api(api_client).create_namespaced_lease(
+        agents, lease_body(report, agents, "a-0", None)
+    )
+    args = [
+        "--name", "rogue-controller", "--namespace", agents, "--no-agent",
+        "--no-leader-election", "--kubeconfig", str(cluster.kubeconfig),
+    ]  # fmt: skip
+
+    def rogue_condition() -> dict[str, Any] | None:
+        body = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "ippools", "net-48")
+        for condition in (body.get("status") or {}).get("conditions") or []:
+            if condition["type"] == "RogueDHCPServer":
+                return dict(condition)
+        return None
+
+    try:
+        with running_controller(args, tmp_path / "first.log"):
+            first = wait_for(
+                lambda: (c := rogue_condition()) and c["status"] == "True" and c,
+                30,
+                "RogueDHCPServer True",
+            )
+        seen: list[str] = []
+        version = custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "ippools", "net-48"
+        )["metadata"]["resourceVersion"]
+        stream = watch.Watch()
+
+        def follow() -> None:
+            with contextlib.suppress(Exception):  # the stream ends when the test stops it
+                _follow()
+
+        def _follow() -> None:
+            for event in stream.stream(
+                custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                "ippools",
+                resource_version=version,
+                timeout_seconds=60,
+            ):
+                for condition in (event["object"].get("status") or {}).get("conditions") or []:
+                    if condition["type"] == "RogueDHCPServer":
+                        seen.append(condition["status"])
+
+        watcher = threading.Thread(target=follow, daemon=True)
+        watcher.start()
+        with running_controller(args, tmp_path / "second.log"):
+            # an allocation's status write comes after the pool's first reconcile
+            nic = {"name": "nic-1", "bridge": {}, "macAddress": VM_MAC}
+            network = {"name": "nic-1", "multus": {"networkName": f"{namespace}/net-48"}}
+            devices = {"domain": {"devices": {"interfaces": [nic]}}, "networks": [network]}
+            vm = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+                  "metadata": {"name": "vm-1"},
+                  "spec": {"template": {"spec": devices}}}  # fmt: skip
+            custom.create_namespaced_custom_object(
+                "kubevirt.io", "v1", namespace, "virtualmachines", vm
+            )
+
+            def allocated() -> bool:
+                body = custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "ippools", "net-48"
+                )
+                return (
+                    VM_MAC
+                    in ((body.get("status") or {}).get("ipv4") or {}).get("allocated", {}).values()
+                )
+
+            wait_for(allocated, 30, "the VM's address in the pool's status")
+        stream.stop()
+        assert seen, "the pool's status was written after the restart"
+        assert set(seen) == {"True"}, f"RogueDHCPServer flapped: {seen}"
+        last = rogue_condition()
+        assert last is not None
+        assert last["lastTransitionTime"] == first["lastTransitionTime"]
+    finally:
+        delete_namespace(api_client, agents)

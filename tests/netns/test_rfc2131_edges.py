@@ -151,6 +151,25 @@ def test_inform_from_a_host_without_a_lease_gets_the_configuration(served: Serve
     wait_metric(served.agent, "packets_received", informs + 2, message_type="inform")
 
 
+@pytest.mark.parametrize("ciaddr", ["0.0.0.0", "10.1.2.3"])
+def test_inform_without_an_address_of_the_subnet_gets_nothing(served: Served, ciaddr: str) -> None:
+    """3.4: the client already has an address (of the pool's subnet: we serve one), and the
+    ACK is unicast to it; without one, we would send where a stranger likes."""
+    ns = stranger(served)
+    dropped = metric(served.agent, "dropped", reason="bad_ciaddr")
+    assert craft(ns, timeout=1.0, type="inform", ciaddr=ciaddr, broadcast=False) == []
+    wait_metric(served.agent, "dropped", dropped + 1, reason="bad_ciaddr")
+
+
+def test_a_relay_at_the_subnets_network_address_gets_nothing(served: Served) -> None:
+    """No relay agent has the subnet's network address (nor its broadcast, nor ours)."""
+    ns = stranger(served)
+    dropped = metric(served.agent, "dropped", reason="foreign_subnet")
+    network = str(NETWORK.network_address)
+    assert craft(ns, timeout=1.0, type="discover", giaddr=network, broadcast=False) == []
+    wait_metric(served.agent, "dropped", dropped + 1, reason="foreign_subnet")
+
+
 # --- relays: only from the pool's subnet --------------------------------------------------------
 
 
@@ -223,8 +242,9 @@ def test_a_relay_outside_the_pools_subnet_gets_nothing(
 def test_a_remembered_nak_does_not_outlive_the_pool_version(
     lab: Lab, agent_factory: StartAgent
 ) -> None:
-    """The same REQUEST (but its xid) is NAKed, NAKed again from the memo, ACKed once the
-    pool gives the MAC that address, and NAKed again once it no longer does."""
+    """The same REQUEST (but its xid) is NAKed, NAKed again (computed again: a reply to a
+    MAC without a lease is not remembered, so strangers cannot fill the memo), ACKed once
+    the pool gives the MAC that address, and NAKed again once it no longer does."""
     spec = pool_spec()
     pool_file, agent = agent_factory(spec)
     ns = lab.add_client("02:ee:00:00:02:01")
@@ -252,7 +272,7 @@ def test_a_remembered_nak_does_not_outlive_the_pool_version(
     assert answer()["message_type"] == NAK
     hits = agent.metric("vmdhcp_agent_reply_cache_total", result="hit")
     assert answer()["message_type"] == NAK
-    assert agent.metric("vmdhcp_agent_reply_cache_total", result="hit") == hits + 1
+    assert agent.metric("vmdhcp_agent_reply_cache_total", result="hit") == hits
 
     spec.allocated[FREE_IP] = ns.mac
     serving(True)
@@ -265,8 +285,9 @@ def test_a_remembered_nak_does_not_outlive_the_pool_version(
 
 
 def test_a_remembered_inform_answer_follows_the_pool(lab: Lab, agent_factory: StartAgent) -> None:
-    """An INFORM from a host without a lease, answered from the memo the second time, gets the
-    pool's new DNS servers once the pool changes."""
+    """An INFORM from a host without a lease is answered each time (not from the memo: a
+    stranger's reply is not remembered) and gets the pool's new DNS servers once the pool
+    changes."""
     spec = pool_spec()
     pool_file, agent = agent_factory(spec)
     ns = lab.add_client("02:ee:00:00:02:02")
@@ -279,7 +300,7 @@ def test_a_remembered_inform_answer_follows_the_pool(lab: Lab, agent_factory: St
     assert dns() == b"".join(a.packed for a in DNS).hex()
     hits = agent.metric("vmdhcp_agent_reply_cache_total", result="hit")
     assert dns() == b"".join(a.packed for a in DNS).hex()
-    assert agent.metric("vmdhcp_agent_reply_cache_total", result="hit") == hits + 1
+    assert agent.metric("vmdhcp_agent_reply_cache_total", result="hit") == hits
 
     new_dns = IPv4Address("10.77.0.153")
     spec.dns = (new_dns,)

@@ -21,7 +21,7 @@ from vmdhcp.agent.kubeapi import Connection
 from vmdhcp.agent.leading import Leadership
 from vmdhcp.agent.metrics import AgentMetrics
 from vmdhcp.agent.ntp import resolve_ntp
-from vmdhcp.agent.replies import Outgoing, udp_address
+from vmdhcp.agent.replies import Outgoing, known, udp_address
 from vmdhcp.agent.rogue_watch import RogueWatch, watch_rogues
 from vmdhcp.agent.sources import FileSource, KubernetesSource
 from vmdhcp.agent.state import PoolState, PoolStateError, build_state, ntp_hostnames
@@ -34,6 +34,7 @@ from vmdhcp.dhcp import (
     Event,
     Ingress,
     MalformedPacket,
+    MessageType,
     parse,
     respond,
     serialize,
@@ -42,6 +43,7 @@ from vmdhcp.dhcp import (
 log = logging.getLogger("vmdhcp.agent")
 
 _ZERO = ZERO_ADDRESS
+_ACK, _OFFER = MessageType.ACK, MessageType.OFFER
 INGRESS_CACHE_SIZE = 1024
 HEARTBEAT_LIMIT = 30.0
 NTP_CACHE_SECONDS = 300.0
@@ -129,6 +131,8 @@ class Agent:
         if state is not None and not self.trace:
             hit = state.replies.recall(data, source)
             if hit is not None:
+                if hit[2] == _ACK:  # an ACK again (a retransmission): a DECLINE may follow
+                    self.declines.acked(data[28:34], hit[0][0][16:20])
                 metrics.reply_cache_hits.inc()
                 metrics.received_by_type[hit[1]].inc()
                 metrics.replies_by_type[hit[2]].inc()
@@ -156,15 +160,11 @@ class Agent:
             if self.trace:
                 log.debug("%s -> drop %s", request.summary(), decision.reason.value)
             if decision.event is not None:
-                self._report(decision.event)
-                if isinstance(decision.event, Declined) and self.declines.declined(
-                    decision.event, state.leases
-                ):
-                    self._serve_loaded()  # withheld at once, before the next packet
-                    if self.loop is not None:
-                        self.loop.call_soon_threadsafe(self.declines.publish)
+                self._report(decision.event, state)
             return None
         reply_type = decision.message_type
+        if reply_type is _ACK:  # a DECLINE may follow
+            self.declines.acked(decision.packet.chaddr, decision.packet.yiaddr.packed)
         metrics.replies_by_type[reply_type].inc()
         destination = decision.destination
         if self.trace:
@@ -176,7 +176,7 @@ class Agent:
                 destination,
             )
         outgoing = (serialize(decision.packet), destination, udp_address(destination))
-        if not self.trace:
+        if not self.trace and (reply_type is _OFFER or known(request, state.leases)):
             assert request_type is not None  # a reply answers a known message type
             state.replies.remember(data, source, (outgoing, int(request_type), int(reply_type)))
         return outgoing
@@ -194,13 +194,12 @@ class Agent:
         self._ingress[source] = ingress
         return ingress
 
-    def _report(self, event: Event) -> None:
-        if isinstance(event, Declined):
-            log.warning(
-                "address conflict: client %s declined %s (the address answers on the wire)",
-                event.mac,
-                event.address,
-            )
+    def _report(self, event: Event, state: PoolState) -> None:
+        if isinstance(event, Declined):  # logged, counted and perhaps honoured there
+            if self.declines.declined(event, state.leases):
+                self._serve_loaded()  # withheld at once, before the next packet
+                if self.loop is not None:
+                    self.loop.call_soon_threadsafe(self.declines.publish)
         else:
             log.info("client %s released %s", event.mac, event.address)
         if self.events is not None and self.loop is not None:
@@ -360,8 +359,7 @@ async def run(config: AgentConfig) -> int:
             events = agent.events = EventPoster(api, source.namespace, source.name, component)
             if agent.leadership is not None:
                 agent.leadership.start(api)
-            pool = (source.namespace, source.name)
-            reporter = agent.declines.reporter = reporter_for(config, api, pool, events)
+            reporter = agent.declines.reporter = reporter_for(config, api, events, agent.leadership)
             if agent.rogue is not None:
                 agent.rogue.attach(events, reporter)
 

@@ -37,8 +37,9 @@ from dataclasses import dataclass
 from vmdhcp.agent.config import AgentConfig
 from vmdhcp.agent.events import EventPoster
 from vmdhcp.agent.kubeapi import Connection, in_cluster_namespace
+from vmdhcp.agent.leading import Leadership
 from vmdhcp.agent.metrics import AgentMetrics
-from vmdhcp.agent.report import DeclinedAddress, Reporter, ReportWriter, utc_stamp
+from vmdhcp.agent.report import DeclinedAddress, Reporter, ReportWriter, unfenced, utc_stamp
 from vmdhcp.dhcp import Declined, Lease
 
 log = logging.getLogger("vmdhcp.agent")
@@ -46,6 +47,11 @@ log = logging.getLogger("vmdhcp.agent")
 HOLD_SECONDS = 300.0
 MAX_PENDING = 16
 TICK_SECONDS = 1.0
+ACK_WINDOW_SECONDS = 60.0
+"""A DECLINE is heard only this long after this agent ACKed that address to that MAC (a
+client declines right after the ACK, in SELECTING or INIT-REBOOT: RFC 2131 3.1.5)."""
+MAX_ACKED = 4096
+_NO_ADDRESS = bytes(4)
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,9 @@ class Declines:
         self.clock = clock
         self.reporter: Reporter | None = None
         self._pending: dict[str, Pending] = {}
+        self._acked: dict[str, tuple[bytes, float]] = {}
+        """MAC -> the address this agent ACKed to it last, and when (its monotonic clock);
+        written by the packet thread only."""
         self._lock = threading.Lock()
 
     def withheld(self) -> frozenset[str]:
@@ -83,13 +92,34 @@ class Declines:
 
     # -- the packet thread ---------------------------------------------------------------
 
+    def acked(self, chaddr: bytes, yiaddr: bytes) -> None:
+        """This agent ACKed `yiaddr` (4 bytes; zero for an INFORM's ACK: not noted) to the MAC
+        of `chaddr` (its first 6 bytes) now."""
+        if yiaddr == _NO_ADDRESS:
+            return
+        now = self.clock()
+        acked = self._acked
+        if len(acked) >= MAX_ACKED:  # keep the recent ones: a DECLINE follows within seconds
+            for mac in [m for m, (_, at) in acked.items() if now - at > ACK_WINDOW_SECONDS]:
+                del acked[mac]
+            if len(acked) >= MAX_ACKED:
+                acked.clear()
+        acked[chaddr[:6].hex(":")] = (yiaddr, now)
+
     def declined(self, event: Declined, leases: Mapping[str, Lease]) -> bool:
         """A DECLINE the core decided on, against the leases it was decided with: whether it
         is honoured (the caller then withholds the MAC and publishes)."""
         lease = leases.get(event.mac)
+        acked = self._acked.get(event.mac)
         with self._lock:
             if lease is None or lease.address != event.address:
                 result = "not_its_address"
+            elif (
+                acked is None
+                or acked[0] != event.address.packed
+                or self.clock() - acked[1] > ACK_WINDOW_SECONDS
+            ):
+                result = "not_acked"
             elif event.mac in self._pending:
                 result = "repeat"
             elif len(self._pending) >= self.limit:
@@ -103,7 +133,8 @@ class Declines:
         self.metrics.declines_pending.set(pending)
         if result == "withheld":
             log.warning(
-                "client %s declined %s: not offered to it any more; reported to the controller",
+                "address conflict: client %s declined %s (the address answers on the wire): "
+                "not offered to it any more; reported to the controller",
                 event.mac,
                 event.address,
             )
@@ -184,10 +215,15 @@ class Declines:
 
 
 def reporter_for(
-    config: AgentConfig, api: Connection, pool: tuple[str, str], events: EventPoster
+    config: AgentConfig,
+    api: Connection,
+    events: EventPoster,
+    leadership: Leadership | None = None,
 ) -> Reporter | None:
-    """The pool's report to the controller (a Lease in the agent's namespace), or None
-    without a namespace to keep it in."""
+    """The report to the controller on the pool `events` posts on (a Lease in the agent's
+    namespace), or None
+    without a namespace to keep it in. Its writes are fenced on `leadership` (the agent's
+    election; without one the one agent always writes)."""
     namespace = config.namespace or in_cluster_namespace()
     if not namespace:
         log.info(
@@ -195,6 +231,19 @@ def reporter_for(
             "(POD_NAMESPACE) for the report to the controller"
         )
         return None
-    writer = ReportWriter(api, namespace, config.identity)
+    time_left = unfenced if leadership is None else leadership_time_left(leadership)
+    writer = ReportWriter(api, namespace, config.identity, time_left)
     interval = config.rogue_check_interval
+    pool = (events.namespace, events.name)
     return Reporter(writer, pool, config.name, lambda: events.uid or "", interval)
+
+
+def leadership_time_left(leadership: Leadership) -> Callable[[], float]:
+    """Seconds before this leader's renew deadline (0 when not leading, or before the
+    election started)."""
+
+    def time_left() -> float:
+        elector = leadership.elector
+        return 0.0 if elector is None else elector.time_left()
+
+    return time_left

@@ -26,7 +26,7 @@ MESSAGE_TYPES = {int(t): t.name.lower() for t in MessageType}
 REPLY_TYPES = ("offer", "ack", "nak")
 EXTRA_DROP_REASONS = ("not_ready", "internal_error", "standby")
 """Drops decided by the agent rather than the protocol core: no pool loaded yet, or a bug."""
-DECLINE_RESULTS = ("withheld", "not_its_address", "repeat", "limit")
+DECLINE_RESULTS = ("withheld", "not_its_address", "not_acked", "repeat", "limit")
 REPLY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05)
 
 
@@ -179,7 +179,8 @@ class AgentMetrics:
         self.declines = Counter(
             "vmdhcp_agent_declines",
             "DHCPDECLINEs by what the agent did: withheld (that MAC is no longer offered that "
-            "address, and the controller is told), not_its_address, repeat, limit",
+            "address, and the controller is told), not_its_address, not_acked (no ACK of that "
+            "address to that MAC in the last minute), repeat, limit",
             ["result"],
             registry=r,
         )

@@ -15,13 +15,18 @@ for udhcpc), clients retrying after a lost reply (those that do not count `secs`
 rebooting, and load generators. A miss costs one dictionary lookup; a hit skips parsing,
 deciding and encoding (in the bench-dhcp run, CPU per DORA fell from 70 to 30 µs).
 
-Only replies are remembered; drops, RELEASE and DECLINE go through `respond()` every time,
-so their counters and events stay exact. Not thread-safe: one packet thread uses it.
+Only replies are remembered, and only those to clients the pool has a lease for (`known`):
+a NAK or an INFORM's ACK to a MAC without one is computed each time, so strangers (any
+number of made-up MACs) cannot fill the memo and push the pool's own clients out. Drops,
+RELEASE and DECLINE go through `respond()` every time, so their counters and events stay
+exact. Not thread-safe: one packet thread uses it.
 """
 
 from __future__ import annotations
 
-from vmdhcp.dhcp import Destination, L2Unicast
+from collections.abc import Container
+
+from vmdhcp.dhcp import Destination, L2Unicast, Packet
 
 DEFAULT_CAPACITY = 4096
 """Replies kept per pool version: about 0.8 KB each for real clients' requests, 5.5 MB at
@@ -86,3 +91,9 @@ class ReplyMemo:
         if len(entries) >= self._capacity:
             del entries[next(iter(entries))]
         entries[_key(request, source)] = entry
+
+
+def known(request: Packet, leases: Container[str]) -> bool:
+    """Whether the request's MAC has a lease (its reply may be remembered); asked only for
+    replies other than an OFFER (an OFFER is only ever made to a client with a lease)."""
+    return request.chaddr[:6].hex(":") in leases

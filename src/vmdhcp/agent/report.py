@@ -9,7 +9,11 @@ election), so the channel costs it no new privilege; the controller lists and wa
 these Leases by label (read only, in that one namespace). Only the serving agent writes,
 and only when the content changes (a pool with nothing to report has no report at all);
 the controller never writes it. Level-triggered: the report is the agent's current view,
-not a stream of happenings, so a restart on either side loses nothing.
+not a stream of happenings, so a restart on either side loses nothing; the serving agent
+reads the Lease again every `RESYNC_SECONDS` and rewrites it if it says something else.
+Every write is fenced on the agent's election (made only with time left before its renew
+deadline, with a timeout within it), and a leader that stops serving withdraws its report
+from its writer, so a deposed leader's late write cannot replace the new leader's.
 
 The content is versioned and open to more fields (readers ignore the ones they do not
 know): `rogueServers` (the `RogueDHCPServer` condition) and `declined` ("MAC X declined
@@ -23,6 +27,7 @@ Pure but for `ReportWriter`, which does the writing, and `Reporter`, which puts 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -40,6 +45,18 @@ REPORT_LABEL = f"{GROUP}/agent-report"
 REPORT_ANNOTATION = f"{GROUP}/agent-report"
 REPORT_VERSION = 1
 WRITE_RETRY_SECONDS = 5.0
+RESYNC_SECONDS = 10.0
+"""The serving agent reads its report Lease this often and writes it again if it differs
+from what it wants (level-triggered: a write of someone else's is undone)."""
+WRITE_TIMEOUT = 10.0
+MIN_WRITE_BUDGET = 1.0
+"""A write goes out only with this long left before this leader's renew deadline, and its
+timeout ends before that deadline: no report write of a deposed leader lands."""
+
+
+def unfenced() -> float:
+    """Without leader election the one agent always may write."""
+    return float("inf")
 
 
 def utc_stamp() -> str:
@@ -185,14 +202,29 @@ def lease_body(
 
 class ReportWriter:
     """Keeps the pool's report Lease equal to the latest report wanted: written from a
-    thread, only when its content differs from what the Lease holds, retried on failure."""
+    thread, only when its content differs from what the Lease holds, retried on failure,
+    and read again every `RESYNC_SECONDS` (rewritten if it differs). Every write is fenced
+    on leadership: `time_left` (the election's: seconds before this leader's renew deadline,
+    0 when not leading) must leave `MIN_WRITE_BUDGET`, and the write's timeout ends within
+    it. `withdraw` (serving stopped) forgets the wanted report: nothing more is written."""
 
-    def __init__(self, api: Any, namespace: str, identity: str) -> None:
+    def __init__(
+        self,
+        api: Any,
+        namespace: str,
+        identity: str,
+        time_left: Callable[[], float] = unfenced,
+        resync: float = RESYNC_SECONDS,
+    ) -> None:
         self.api = api
         """A `vmdhcp.agent.kubeapi.Connection` (its `request`)."""
         self.namespace = namespace
         self.identity = identity
+        self.time_left = time_left
+        self.resync = resync
         self.writes = 0
+        self.fenced = 0
+        """Writes not made because this agent was not (or no longer surely) the leader."""
         self._wanted: AgentReport | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -229,6 +261,10 @@ class ReportWriter:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="agent-report")
 
+    def withdraw(self) -> None:
+        """Serving stopped: write nothing more (a retry or resync pending included)."""
+        self._wanted = None
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -236,7 +272,8 @@ class ReportWriter:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):  # then level-triggered: look again
+                await asyncio.wait_for(self._wake.wait(), self.resync)
             self._wake.clear()
             report = self._wanted
             if report is None:
@@ -253,16 +290,29 @@ class ReportWriter:
                 await asyncio.sleep(WRITE_RETRY_SECONDS)
                 self._wake.set()
 
+    def _budget(self) -> float | None:
+        """The timeout a write may have now, or None when it may not be made."""
+        left = self.time_left() - MIN_WRITE_BUDGET / 2
+        if left < MIN_WRITE_BUDGET / 2 or self._wanted is None:
+            self.fenced += 1
+            return None
+        return min(WRITE_TIMEOUT, left)
+
     def _sync(self, report: AgentReport) -> None:
+        if self._budget() is None:
+            return
         current = self._read(report.ippool)
         if report.same_content(None if current is None else AgentReport.from_lease(current)):
             return
         body = lease_body(report, self.namespace, self.identity, current)
+        timeout = self._budget()  # asked again right before the write: the read took time
+        if timeout is None or self._wanted is not report:
+            return  # deposed meanwhile, or a newer report is wanted: its turn comes
         if current is None:
-            self.api.request("POST", self._path(), body=body, timeout=10)
+            self.api.request("POST", self._path(), body=body, timeout=timeout)
         else:
             self.api.request(
-                "PUT", self._path(body["metadata"]["name"]), body=body, timeout=10
+                "PUT", self._path(body["metadata"]["name"]), body=body, timeout=timeout
             )  # a 409 (changed meanwhile) is retried from a fresh read
         self.writes += 1
         log.info(
@@ -292,6 +342,10 @@ class Reporter:
         self.agent = agent
         self.pool_uid = pool_uid
         self.rogue_check_interval = rogue_check_interval
+        self.rogue_checking = False
+        """Set by the rogue check once it runs (`RogueWatch.attach`): without it (interval 0,
+        no NET_RAW) the report says the check is off (interval 0) and no servers, whatever
+        a previous leader reported (the controller then says Unknown)."""
         self.rogue_servers: tuple[ReportedServer, ...] = ()
         self.declined: tuple[DeclinedAddress, ...] = ()
         self._stored: asyncio.Task[AgentReport | None] | None = None
@@ -309,10 +363,11 @@ class Reporter:
         if not self._resumed:
             self._resumed = True
             self._last = stored
-            if stored is not None:
+            if stored is not None and self.rogue_checking:
                 self.rogue_servers = self.rogue_servers or stored.rogue_servers
+            if stored is not None:
                 self.declined = self.declined or stored.declined
-            self._push()
+            self._push(always=True)  # the writer keeps the Lease equal to it from now on
         return stored
 
     def stand_down(self) -> None:
@@ -321,6 +376,7 @@ class Reporter:
         self._resumed = False
         self._last = None
         self.rogue_servers, self.declined = (), ()
+        self.writer.withdraw()
 
     def set_rogue_servers(self, servers: tuple[ReportedServer, ...]) -> None:
         self.rogue_servers = servers
@@ -330,18 +386,18 @@ class Reporter:
         self.declined = tuple(sorted(declined))
         self._push()
 
-    def _push(self) -> None:
+    def _push(self, *, always: bool = False) -> None:
         if not self._resumed:
             return  # written once `resume` has read what is there
         report = AgentReport(
             self.pool,
             self.pool_uid(),
             self.agent,
-            self.rogue_check_interval,
-            self.rogue_servers,
+            self.rogue_check_interval if self.rogue_checking else 0.0,
+            self.rogue_servers if self.rogue_checking else (),
             self.declined,
         )
-        if report.same_content(self._last):
+        if report.same_content(self._last) and not always:
             return
         self._last = report
         self.writer.want(report)

@@ -40,8 +40,10 @@ from vmdhcp.agent.report import ReportedServer, Reporter, utc_stamp
 from vmdhcp.agent.rogue import (
     PROBE_XIDS,
     WINDOW_INTERVALS,
+    HandOffGate,
     RogueServer,
     RogueTracker,
+    TokenBucket,
     classify,
     jittered,
     probe_mac,
@@ -60,6 +62,8 @@ BROADCAST_IP = IPv4Address("255.255.255.255")
 FIRST_PROBE_SECONDS = 2.0
 """The first probe goes out within this long of the start (or the interval, if shorter)."""
 RECEIVE_TIMEOUT = 1.0
+EVENT_RATE, EVENT_BURST = 1 / 30, 8
+"""Events about servers seen, all servers together: 8 at once, then one in 30 s."""
 FRAME_BUFFER = 9216
 
 # Classic BPF (struct sock_filter: code, jt, jf, k): accept IPv4 UDP to port 68, unfragmented,
@@ -120,6 +124,9 @@ class RogueWatch:
         self.server_id = server_id
         self.pool_macs = pool_macs
         self.tracker = RogueTracker(WINDOW_INTERVALS * interval)
+        self.gate = HandOffGate()
+        """The receive thread's: which sightings reach the event loop at all."""
+        self.event_budget = TokenBucket(EVENT_RATE, EVENT_BURST)
         self.events: EventPoster | None = None
         self.reporter: Reporter | None = None
         """The report to the controller (Kubernetes mode, with a namespace)."""
@@ -155,6 +162,8 @@ class RogueWatch:
         in the agent's namespace, see `report`) what the check finds."""
         self.events = events
         self.reporter = reporter
+        if reporter is not None:
+            reporter.rogue_checking = True  # its report says the check runs, and what it saw
 
     async def close(self) -> None:
         self._stop.set()
@@ -171,7 +180,12 @@ class RogueWatch:
     def _receive(self) -> None:
         assert self.sock is not None
         assert self._loop is not None
-        recv, tallies, loop = self.sock.recv, self.metrics.rogue_frames, self._loop
+        recv, tallies, loop, gate = (
+            self.sock.recv,
+            self.metrics.rogue_frames,
+            self._loop,
+            self.gate,
+        )
         while not self._stop.is_set():
             try:
                 frame = recv(FRAME_BUFFER)
@@ -187,7 +201,7 @@ class RogueWatch:
                 continue  # a standby reports nothing
             result, server = classify(frame, self._own, self._probe, self._xids)
             tallies[result].inc()
-            if server is not None:
+            if server is not None and gate.admit(server, time.monotonic()):
                 try:
                     loop.call_soon_threadsafe(self._seen, server)
                 except RuntimeError:  # the loop closed: the agent is stopping
@@ -267,8 +281,11 @@ class RogueWatch:
     def _seen(self, server: RogueServer) -> None:
         if not self._active:
             return
-        new = self.tracker.seen(server, time.monotonic(), utc_stamp())
-        if self.events is not None:  # every sighting; the poster lets one through in 10 min
+        now = time.monotonic()
+        new = self.tracker.seen(server, now, utc_stamp())
+        # only a server the tracker keeps, and few at all (the poster also lets one through
+        # per server in 10 min): forged answers cannot turn into a stream of API writes
+        if self.events is not None and server in self.tracker and self.event_budget.take(now):
             self.events.post_rogue(server, present=True)
         if not new:
             return

@@ -50,6 +50,8 @@ class Claim:
     address: str
     mac: str
     owner: Ref
+    pinned: bool = False
+    """The vmnetcfg's spec pins it (`ipAddress`): a DECLINED mark does not move it."""
 
 
 def shape_of(config: IPv4Config) -> Shape:
@@ -141,8 +143,9 @@ class Allocator:
         vmnetcfgs' statuses claim, then what the pool's own status lists, owned by the
         vmnetcfg that names its MAC (`named_macs`; a MAC none names is released); or
         reshape a pool whose spec changed, keeping every allocation that still fits.
-        Addresses the pool's status marks `DECLINED` (and nobody holds) are set aside until
-        `aside_until`. Returns a problem (not served) or the effects."""
+        `DECLINED` addresses are set aside until `aside_until`; the mark beats a claim that
+        is not pinned (its vmnetcfg is retried: it gets what the pool's status gives its
+        MAC, or another). Returns a problem (not served) or the effects."""
         holder = self.pool_of_network.get(network)
         if holder is not None and holder != ref:
             return (
@@ -158,7 +161,16 @@ class Allocator:
         except IpamError as exc:
             return str(exc), Effects()
         effects = Effects(changed={ref})
+        set_aside = {_address_or_none(a) for a, m in pool_status.items() if m == DECLINED_MARK}
         for claim in claims:
+            if not claim.pinned and _address_or_none(claim.address) in set_aside - {None}:
+                # a crash between a decline's pool and vmnetcfg status writes: the mark wins
+                effects.retry.add(claim.owner)
+                effects.conflicts.append(
+                    f"vmnetcfg {claim.owner[0]}/{claim.owner[1]}: ip {claim.address} of mac "
+                    f"{claim.mac} is DECLINED in the ippool status: it gets another address"
+                )
+                continue
             found = pool.restore([(claim.address, claim.mac)])
             if found:
                 effects.conflicts.extend(
@@ -192,7 +204,7 @@ class Allocator:
         for text in declined:
             marked = _address_or_none(text)
             if marked is None or pool.owner(marked) is not None:
-                continue  # a vmnetcfg's claim on it won: it is that VM's now
+                continue  # a pinned claim on it won: it is that VM's now
             aside[marked] = aside_until
         self._rebuild(network)
         self.conflicts[ref] = list(effects.conflicts)

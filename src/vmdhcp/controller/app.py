@@ -26,7 +26,7 @@ from vmdhcp.api.constants import (
 from vmdhcp.controller import rogue
 from vmdhcp.controller.config import ControllerConfig
 from vmdhcp.controller.context import RESOURCES
-from vmdhcp.controller.engine import LOADED_AT_START, PODS, Controller
+from vmdhcp.controller.engine import AWAITED_AT_START, LOADED_AT_START, PODS, REPORTS, Controller
 from vmdhcp.controller.http import make_app
 from vmdhcp.controller.informer import Informer, PodWatch, custom_informer
 from vmdhcp.controller.metrics import ControllerMetrics
@@ -131,11 +131,12 @@ async def run(config: ControllerConfig) -> int:
                 on_event=functools.partial(controller.observe, PODS),
             )
         )
-        reports = rogue.Reports(controller.ctx)
+        first_reports = controller.listed.setdefault(REPORTS, asyncio.Event())
+        reports = rogue.Reports(controller.ctx, on_first=first_reports.set)
         informers.append(rogue.report_informer(kube, config.agent_namespace, reports))
         for informer in informers:
             informer.start(loop)
-        listed = asyncio.create_task(controller.listed_once(LOADED_AT_START))
+        listed = asyncio.create_task(controller.listed_once(AWAITED_AT_START))
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait(
             {listed, stopped, *([lease] if lease else [])}, return_when=asyncio.FIRST_COMPLETED

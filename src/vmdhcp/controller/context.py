@@ -78,6 +78,12 @@ class Context:
     agent_reports: dict[str, AgentReport] = field(default_factory=dict)
     """The agents' reports (`vmdhcp.agent.report`) by report Lease name (see `rogue`)."""
     declined_seen: dict[Ref, set[tuple[str, str, str]]] = field(default_factory=dict)
+    pinned_conflicts: dict[tuple[Ref, str, str, str], float] = field(default_factory=dict)
+    """(vmnetcfg, network, mac, pinned address) -> until when (`clock`) its AddressConflict
+    stays True after the agent last reported the decline."""
+    declined_refused: dict[Ref, set[tuple[str, str, str]]] = field(default_factory=dict)
+    """Declined entries not acted on for now (the limit, no vmnetcfg): tried again, counted
+    and announced once."""
     """IPPool -> the declined entries (mac, address, at) of its report already acted on
     (see `declines`)."""
     clock: Callable[[], float] = time.monotonic

@@ -14,8 +14,9 @@ a DECLINE only from a MAC that holds a lease, for that very address, at most 16 
 that address (so a report seen again, after a restart or a relist, never moves it twice:
 it holds another address by then), only once per entry (by `mac`, `address` and the agent's
 `at`, which is never compared with any clock), and only while fewer than `MAX_ASIDE`
-addresses of the pool are set aside. Each entry is counted once in
-`vmdhcpcontroller_declines_total{result}`.
+addresses of the pool are set aside. An entry refused for the limit or for want of a
+vmnetcfg is not marked acted on: it is tried again at the pool's next reconcile (counted and
+announced once). Each entry is counted once in `vmdhcpcontroller_declines_total{result}`.
 
 The quarantine is counted on this controller's monotonic clock from when it acted; the
 IPPool status marks the address `DECLINED` (no time in it), so a restarted controller (or
@@ -46,6 +47,8 @@ CONFLICT, NO_CONFLICT = "PinnedAddressDeclined", "NoConflict"
 MAX_ASIDE = 16
 """Addresses of one pool set aside at once at most: forged DECLINEs cannot empty a pool."""
 RESULTS = ("honoured", "pinned", "not_allocated", "no_vmnetcfg", "limit")
+RETRIED = frozenset(("no_vmnetcfg", "limit"))
+"""Entries not acted on for now: looked at again (and counted again) at the next reconcile."""
 MESSAGE_LIMIT = 1024
 
 _counters: WeakKeyDictionary[CollectorRegistry, Counter] = WeakKeyDictionary()
@@ -75,7 +78,7 @@ def entries_of(ctx: Context, pool: Ref, body: Body | None) -> tuple[DeclinedAddr
     pool of that name)."""
     report = rogue.report_of(ctx, pool)
     pool_uid = str(meta(body).get("uid") or "")
-    if report is None or (report.ippool_uid and pool_uid and report.ippool_uid != pool_uid):
+    if report is None or not report.ippool_uid or report.ippool_uid != pool_uid:
         return ()
     return report.declined
 
@@ -95,12 +98,20 @@ def act(ctx: Context, ref: Ref, body: Body, network: str) -> None:
         owner = allocator.owners.get((network, mac_or_none(mac) or ""))
         if owner is not None:
             ctx.queue.add((VMNETCFGS, *owner))
-    ctx.declined_seen[ref] = current
+    seen, refused_before, refused = set(current), ctx.declined_refused.get(ref, set()), set()
     for entry in entries:
-        if (entry.mac, entry.address, entry.at) in previous:
+        key = (entry.mac, entry.address, entry.at)
+        if key in previous:
             continue  # acted on already, whatever came of it
-        result = _act_on(ctx, ref, body, network, entry, now)
-        counter(ctx).labels(result).inc()
+        again = key in refused_before
+        result = _act_on(ctx, ref, body, network, entry, now, quiet=again)
+        if result in RETRIED:
+            seen.discard(key)  # not acted on: tried again at the pool's next reconcile
+            refused.add(key)
+        if not (again and result in RETRIED):
+            counter(ctx).labels(result).inc()
+    ctx.declined_seen[ref] = seen
+    ctx.declined_refused[ref] = refused
     expiry = allocator.next_expiry(network)
     if expiry is not None:
         ctx.queue.add_after((IPPOOLS, *ref), max(0.0, expiry - now) + 0.01)
@@ -108,10 +119,18 @@ def act(ctx: Context, ref: Ref, body: Body, network: str) -> None:
 
 def forget(ctx: Context, ref: Ref) -> None:
     ctx.declined_seen.pop(ref, None)
+    ctx.declined_refused.pop(ref, None)
 
 
 def _act_on(
-    ctx: Context, ref: Ref, body: Body, network: str, entry: DeclinedAddress, now: float
+    ctx: Context,
+    ref: Ref,
+    body: Body,
+    network: str,
+    entry: DeclinedAddress,
+    now: float,
+    *,
+    quiet: bool = False,
 ) -> str:
     allocator = ctx.allocator
     mac = mac_or_none(entry.mac) or ""
@@ -125,7 +144,7 @@ def _act_on(
     cfg = ctx.store.get(VMNETCFGS, owner)
     if cfg is None or meta(cfg).get("deletionTimestamp"):
         return "no_vmnetcfg"
-    if _pinned(cfg, network, mac) is not None:
+    if pinned_address(cfg, network, mac) is not None:
         log.warning("vmnetcfg %s/%s: %s, its pinned address: not moved", *owner, entry.describe())
         return "pinned"  # the vmnetcfg's reconcile (queued above) sets the condition
     if len(allocator.aside.get(network, {})) >= MAX_ASIDE:
@@ -133,8 +152,9 @@ def _act_on(
             f"{entry.describe()} on network {network}: not acted on, {MAX_ASIDE} addresses of "
             "this pool are set aside already (forged DECLINEs cannot take more)"
         )
-        log.warning("ippool %s/%s: %s", *ref, message)
-        ctx.events.post(body, "IPPool", "DeclineIgnored", message, warning=True)
+        if not quiet:  # announced once, tried again at every reconcile of the pool
+            log.warning("ippool %s/%s: %s", *ref, message)
+            ctx.events.post(body, "IPPool", "DeclineIgnored", message, warning=True)
         return "limit"
     quarantine = ctx.config.decline_quarantine_seconds
     got, effects = allocator.decline(owner, network, mac, entry.address, now + quarantine)
@@ -158,7 +178,8 @@ def _act_on(
     return "honoured"
 
 
-def _pinned(cfg: Body, network: str, mac: str) -> str | None:
+def pinned_address(cfg: Body, network: str, mac: str) -> str | None:
+    """The address the vmnetcfg's spec pins for `mac` on `network` (`ipAddress`), if any."""
     for nc in (cfg.get("spec") or {}).get("networkConfigs") or []:
         if network_key(nc.get("networkName") or "") != network:
             continue
@@ -178,20 +199,35 @@ def with_pinned_conflicts(
     generation: int | None,
 ) -> list[Condition]:
     """`conditions` with `AddressConflict` set: True while the agent reports that a VM
-    declined one of its pinned addresses (with an Event when it turns True), False once not;
-    a vmnetcfg that never had such a conflict does not get the condition."""
+    declined one of its pinned addresses (with an Event when it turns True) and for
+    `--decline-quarantine` seconds (this controller's monotonic clock) after it last did, so
+    that it does not flap while the agent's hold runs out and the VM declines again; False
+    after that; a vmnetcfg that never had such a conflict does not get the condition."""
     found = []
+    ref, clock = ref_of(body), ctx.clock()
     for network, mac, static in wanted:
         pool = ctx.allocator.holder(network)
         if not static or pool is None:
             continue
-        for entry in entries_of(ctx, pool, ctx.store.get(IPPOOLS, pool)):
-            if mac_or_none(entry.mac) == mac and _same_address(entry.address, static):
-                found.append(
-                    f"pinned address {static} of mac {mac} on network {network} conflicts: the "
-                    "VM declined it (DHCPDECLINE: another host answers for it on the network); "
-                    "it is not moved: free the address on the network, or pin another one"
-                )
+        key = (ref, network, mac, static)
+        message = (
+            f"pinned address {static} of mac {mac} on network {network} conflicts: the "
+            "VM declined it (DHCPDECLINE: another host answers for it on the network); "
+            "it is not moved: free the address on the network, or pin another one"
+        )
+        entries = entries_of(ctx, pool, ctx.store.get(IPPOOLS, pool))
+        if any(mac_or_none(e.mac) == mac and _same_address(e.address, static) for e in entries):
+            # kept for a quarantine on our clock after the agent last reported it: the
+            # agent offers the address again after its hold, and the VM declines it again
+            ctx.pinned_conflicts[key] = clock + ctx.config.decline_quarantine_seconds
+        until = ctx.pinned_conflicts.get(key)
+        if until is None:
+            continue
+        if until <= clock:
+            del ctx.pinned_conflicts[key]
+            continue
+        found.append(message)
+        ctx.queue.add_after((VMNETCFGS, *ref), until - clock + 0.01)
     present = next((c for c in conditions if c.get("type") == CONDITION), None)
     if not found and present is None:
         return conditions

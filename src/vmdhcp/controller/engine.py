@@ -53,6 +53,10 @@ __all__ = ["IPPOOLS", "NADS", "PODS", "VMNETCFGS", "VMS", "Controller"]
 log = logging.getLogger("vmdhcp.controller")
 
 LOADED_AT_START = (IPPOOLS, VMNETCFGS)
+REPORTS = "agent-reports"
+AWAITED_AT_START = (*LOADED_AT_START, REPORTS)
+"""The listings the IPAM build and the workers wait for: the objects it is built from, and
+the agents' reports (`rogue.Reports`), which every pool's conditions are made from."""
 WATCHED_BY_KOPF = (VMS, NADS)
 LISTING_QUIET = 2.0
 """Seconds without listing events after which a kopf listing is taken as complete."""

@@ -48,7 +48,9 @@ def claims_on(ctx: Context, network: str) -> list[Claim]:
             if network_key(entry.get("networkName") or "") != network:
                 continue
             if entry.get("allocatedIPAddress") and entry.get("macAddress"):
-                claims.append(Claim(entry["allocatedIPAddress"], entry["macAddress"], ref))
+                mac = mac_or_none(entry["macAddress"]) or ""
+                pinned = declines.pinned_address(body, network, mac) is not None
+                claims.append(Claim(entry["allocatedIPAddress"], entry["macAddress"], ref, pinned))
     return claims
 
 

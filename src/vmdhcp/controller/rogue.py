@@ -7,7 +7,8 @@ The agent may not write IPPools; it keeps a report Lease per pool in the agent n
 that namespace only) and folds into the status it writes anyway. The condition is the
 controller's own, like every other condition of the pool, so its status writes keep it.
 It appears the first time a foreign server is reported (a pool that never had one does
-not get the condition, nor a status write for it) and stays, False, once it is gone.
+not get the condition, nor a status write for it) and stays, False, once it is gone;
+Unknown (`RogueCheckOff`) while the serving agent's report says it does not check.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vmdhcp.agent.report import REPORT_LABEL, AgentReport
+from vmdhcp.api.constants import report_lease_name
 from vmdhcp.controller.allocator import Ref
 from vmdhcp.controller.conditions import set_condition
 from vmdhcp.controller.context import IPPOOLS, Context
@@ -27,30 +29,42 @@ from vmdhcp.k8s import Kube, lease_lister, lease_watcher
 log = logging.getLogger("vmdhcp.controller")
 
 CONDITION = "RogueDHCPServer"
-SEEN, NOT_SEEN = "RogueServerSeen", "NoRogueServer"
+SEEN, NOT_SEEN, CHECK_OFF = "RogueServerSeen", "NoRogueServer", "RogueCheckOff"
 MESSAGE_LIMIT = 1024
 
 
 def report_of(ctx: Context, pool: Ref) -> AgentReport | None:
-    for report in ctx.agent_reports.values():
-        if report.ippool == pool:
-            return report
-    return None
+    """The pool's report: the one under its report Lease's name (see `Reports._accepted`)."""
+    report = ctx.agent_reports.get(report_lease_name(*pool))
+    return report if report is not None and report.ippool == pool else None
 
 
 class Reports:
     """Keeps `ctx.agent_reports` (report Lease name -> report) as the report Leases' watch
     delivers them, and queues the pools whose report changed."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, on_first: Callable[[], None] | None = None) -> None:
         self.ctx = ctx
         self.by_lease = ctx.agent_reports
+        self.on_first = on_first
+        self.ignored: set[str] = set()
+        """Lease names whose report was refused (logged once each)."""
+        self.refused = 0
+        """Called after the first listing is in: the controller builds the IPAM and starts
+        its workers only then, so that no pool is reconciled without its report (a
+        condition would flap True -> False -> True, an Event be posted twice)."""
 
     def listed(self, listing: Body, first: bool) -> None:
         """A listing is the whole truth: reports that are no longer there are dropped."""
+        self._listed(listing)
+        if self.on_first is not None:
+            on_first, self.on_first = self.on_first, None
+            on_first()
+
+    def _listed(self, listing: Body) -> None:
         fresh: dict[str, AgentReport] = {}
         for body in listing.get("items") or []:
-            report = AgentReport.from_lease(body)
+            report = self._accepted(body)
             if report is not None:
                 fresh[str(meta(body).get("name"))] = report
         changed = {
@@ -62,10 +76,30 @@ class Reports:
         for pool in pools:
             self.ctx.queue.add((IPPOOLS, *pool))
 
+    def _accepted(self, body: Body) -> AgentReport | None:
+        """The report a Lease carries, if it is the report of the pool it names: a Lease is
+        the report of pool P only under P's name (`report_lease_name`) and with P's uid, so
+        a Lease of one pool (written by anyone who may write Leases here) cannot speak for
+        another. Others are ignored, counted and logged once per Lease."""
+        report = AgentReport.from_lease(body)
+        name = str(meta(body).get("name"))
+        if report is None or (name == report_lease_name(*report.ippool) and report.ippool_uid):
+            return report
+        if name not in self.ignored:
+            log.warning(
+                "report lease %s ignored: it is not the report of ippool %s/%s (%s)",
+                name,
+                *report.ippool,
+                "no ippool uid" if not report.ippool_uid else "another pool's lease name",
+            )
+        self.ignored.add(name)
+        self.refused += 1
+        return None
+
     def event(self, event_type: str, body: Body) -> None:
         name = str(meta(body).get("name"))
         previous = self.by_lease.pop(name, None)
-        report = None if event_type == "DELETED" else AgentReport.from_lease(body)
+        report = None if event_type == "DELETED" else self._accepted(body)
         if report is not None:
             self.by_lease[name] = report
         if report == previous:
@@ -89,12 +123,20 @@ def report_informer(
     )
 
 
-def rogue_state(report: AgentReport | None, pool_uid: str) -> tuple[bool, str, str]:
-    """The condition a report calls for. A report of another pool of the same name (one
-    deleted before) says nothing about this one."""
-    if report is None or (report.ippool_uid and pool_uid and report.ippool_uid != pool_uid):
+def rogue_state(report: AgentReport | None, pool_uid: str) -> tuple[bool | None, str, str]:
+    """The condition a report calls for (None: Unknown). A report of another pool of the
+    same name (one deleted before) says nothing about this one; a serving agent whose check
+    is off (`--rogue-check-interval 0`, or no packet socket) cannot say either way."""
+    if report is None or not report.ippool_uid or report.ippool_uid != pool_uid:
         return False, NOT_SEEN, "no other DHCP server seen on this network"
-    every = f"every {report.rogue_check_interval:g}s" if report.rogue_check_interval else "off"
+    if not report.rogue_check_interval:
+        return (
+            None,
+            CHECK_OFF,
+            f"the serving agent {report.agent or '?'} does not check for other DHCP servers "
+            "(--rogue-check-interval 0, or no NET_RAW capability)",
+        )
+    every = f"every {report.rogue_check_interval:g}s"
     if not report.rogue_servers:
         return (
             False,
@@ -126,8 +168,19 @@ def with_rogue_condition(
     present = next((c for c in conditions if c.get("type") == CONDITION), None)
     if present is None and not status:
         return conditions
-    if on_change is not None and (present is None or present.get("status") != str(status)):
-        on_change(status, message)
-    return set_condition(
-        conditions, CONDITION, status, reason, message, now=now, generation=generation
+    value = "Unknown" if status is None else str(status)
+    if on_change is not None and (present is None or present.get("status") != value):
+        on_change(bool(status), message)
+    out = set_condition(
+        conditions, CONDITION, bool(status), reason, message, now=now, generation=generation
     )
+    if status is None:  # set_condition knows True and False only
+        for condition in out:
+            if condition.get("type") == CONDITION and condition.get("status") != "Unknown":
+                if present is not None and present.get("status") == "Unknown":
+                    condition["lastTransitionTime"] = present.get("lastTransitionTime") or now
+                    condition["lastUpdateTime"] = present.get("lastUpdateTime") or now
+                else:
+                    condition["lastTransitionTime"] = now
+                condition["status"] = "Unknown"
+    return out

@@ -57,7 +57,12 @@ class DropReason(StrEnum):
     """Option 54 names another server: the client chose (or releases to) someone else."""
     FOREIGN_SUBNET = "foreign_subnet"
     """Relayed from a giaddr outside the pool's subnet: the client sits on a subnet this
-    server does not serve (RFC 2131 4.3.1 picks the client's subnet from giaddr)."""
+    server does not serve (RFC 2131 4.3.1 picks the client's subnet from giaddr); or from a
+    giaddr that cannot be a relay of it (the subnet's network or broadcast address, or this
+    server's own address)."""
+    BAD_CIADDR = "bad_ciaddr"
+    """A DHCPINFORM whose ciaddr is 0.0.0.0 or outside the pool's subnet: the client has an
+    address of this subnet (RFC 2131 3.4) and the answer goes to it, so it is not one."""
     RELEASE = "release"
     """DHCPRELEASE: no reply by design; see `Drop.event`."""
     DECLINE = "decline"

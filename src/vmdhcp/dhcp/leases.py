@@ -84,6 +84,9 @@ class ServerConfig:
     """The same options, split, ordered and sized for the responder (`vmdhcp.dhcp.policy`)."""
     server_id: bytes = field(init=False, repr=False, compare=False)
     """Option 54 as on the wire, to compare with a client's option 54 without decoding it."""
+    not_relays: frozenset[IPv4Address] = field(init=False, repr=False, compare=False)
+    """Addresses of the subnet no relay agent can have (giaddr): its network and broadcast
+    addresses, and this server's."""
 
     def __post_init__(self) -> None:
         try:
@@ -94,6 +97,10 @@ class ServerConfig:
         object.__setattr__(self, "encoded", MappingProxyType(encoded))
         object.__setattr__(self, "plan", plan_options(encoded))
         object.__setattr__(self, "server_id", encoded[OptionCode.SERVER_IDENTIFIER])
+        reserved = {self.server_ip}
+        if self.subnet.prefixlen < 31:
+            reserved |= {self.subnet.network_address, self.subnet.broadcast_address}
+        object.__setattr__(self, "not_relays", frozenset(reserved))
 
     @property
     def effective_lease_time(self) -> int:

@@ -10,10 +10,11 @@ REQUEST     SELECTING (54 present): another server's -> drop; ours: 50 == lease 
             INIT-REBOOT (no 54, ciaddr 0, 50 present): 50 == lease -> ACK else NAK
             RENEWING / REBINDING (no 54, ciaddr set): ciaddr (and 50 if sent) == lease -> ACK
             else NAK; a REQUEST with neither 50 nor ciaddr -> NAK (back to INIT)
-DECLINE     drop, `Declined` event (unless 54 names another server)
+DECLINE     drop, `Declined` event of the address in option 50 (without 50, which table 5
+            requires, or when 54 names another server: drop, malformed / foreign)
 RELEASE     drop, `Released` event (unless 54 names another server)
-INFORM      ACK with configuration options; no yiaddr, no 51/58/59; unicast to ciaddr
-            (to the datagram's source address when the client left ciaddr empty)
+INFORM      ACK with configuration options; no yiaddr, no 51/58/59; unicast to ciaddr;
+            ciaddr 0.0.0.0 or outside the subnet -> drop (bad_ciaddr)
 other       drop (unsupported_type)
 =========== =============================================================================
 
@@ -23,9 +24,10 @@ its ACK (3.4: the server answers "without ... checking for an existing binding")
 else is dropped silently (unknown_mac), INIT-REBOOT included (4.3.2: "If the DHCP server has
 no record of this client, then it MUST remain silent").
 
-A relayed message (giaddr set) whose giaddr is outside the pool's subnet is dropped
-(foreign_subnet) whatever its type: RFC 2131 4.3.1 takes the client's subnet from giaddr, and
-this server serves one subnet.
+A relayed message (giaddr set) whose giaddr is outside the pool's subnet, or is the subnet's
+network or broadcast address or this server's address, is dropped (foreign_subnet) whatever
+its type: RFC 2131 4.3.1 takes the client's subnet from giaddr, and this server serves one
+subnet.
 
 Options in OFFER and ACK (the lists live in `vmdhcp.dhcp.policy`): 53, 54, 51, 58, 59, 1, and
 3, 6, 15 when configured go to every client, whatever its parameter request list. Then the
@@ -94,6 +96,7 @@ _DROP: Final = {reason: Drop(reason) for reason in DropReason}
 _DROP_MALFORMED: Final = _DROP[DropReason.MALFORMED]
 _DROP_FOREIGN: Final = _DROP[DropReason.FOREIGN_SERVER]
 _DROP_FOREIGN_SUBNET: Final = _DROP[DropReason.FOREIGN_SUBNET]
+_DROP_BAD_CIADDR: Final = _DROP[DropReason.BAD_CIADDR]
 _DROP_NOT_BOOTREQUEST: Final = _DROP[DropReason.NOT_BOOTREQUEST]
 _DROP_NOT_DHCP: Final = _DROP[DropReason.NOT_DHCP]
 _DROP_UNSUPPORTED_TYPE: Final = _DROP[DropReason.UNSUPPORTED_TYPE]
@@ -127,7 +130,11 @@ def respond(
     if request.htype != 1 or request.hlen != 6:
         return _DROP_UNSUPPORTED_HARDWARE
     giaddr = request.giaddr
-    if giaddr is not _Z and giaddr != _Z and giaddr not in config.subnet:
+    if (  # relayed (rare): the other tests only then
+        giaddr is not _Z
+        and giaddr != _Z
+        and (giaddr not in config.subnet or giaddr in config.not_relays)
+    ):
         return _DROP_FOREIGN_SUBNET
     # bytes.hex(":") gives exactly vmdhcp.mac.mac_from_bytes's text (a test pins this) in
     # about 0.1 µs instead of 2.4 µs.
@@ -197,16 +204,19 @@ def _request(
 
 def _inform(
     request: Packet, mac: str, lease: Lease | None, config: ServerConfig, ingress: Ingress
-) -> Reply:
+) -> Reply | Drop:
     # RFC 2131 3.4 and 4.3.5: configuration only: no yiaddr, no lease time, T1 or T2; sent to
-    # ciaddr (to the datagram's source when a client leaves ciaddr empty). Answered with or
-    # without a lease (3.4); a lease only adds its host name.
+    # ciaddr. Answered with or without a lease (3.4); a lease only adds its host name. The
+    # client has an address already (3.4), of this subnet: an INFORM with ciaddr 0.0.0.0 or
+    # outside the subnet is dropped, so a stranger cannot have us send to any address.
+    ciaddr = request.ciaddr
+    if ciaddr is _Z or ciaddr == _Z or ciaddr not in config.subnet:
+        return _DROP_BAD_CIADDR
     plan = config.plan
     options = {_MESSAGE_TYPE: _ACK}
     options.update(plan.inform)
     hostname = None if lease is None else lease.hostname
     _add_optional(request, hostname, config, options, plan.inform_size)
-    ciaddr = request.ciaddr
     packet = Packet(
         _BOOTREPLY,
         request.htype,
@@ -224,8 +234,7 @@ def _inform(
         _EMPTY_FILE,
         options,
     )
-    target = ciaddr if ciaddr is not _Z and ciaddr != _Z else ingress.source_ip
-    destination = choose_destination(request.giaddr, target, request.flags, mac, _Z)
+    destination = choose_destination(request.giaddr, ciaddr, request.flags, mac, _Z)
     return Reply(packet, destination)
 
 
@@ -244,13 +253,9 @@ def _decline(request: Packet, mac: str, lease: Lease, config: ServerConfig, _: I
     if server_id is not None and server_id != config.server_id:
         return _DROP_MALFORMED if len(server_id) != 4 else _DROP_FOREIGN
     requested = options.get(_REQUESTED)
-    if requested is None:
-        address = lease.address
-    elif len(requested) == 4:
-        address = IPv4Address(requested)
-    else:
-        return _DROP_MALFORMED
-    return Drop(DropReason.DECLINE, Declined(mac, address))
+    if requested is None or len(requested) != 4:
+        return _DROP_MALFORMED  # RFC 2131 table 5: option 50 MUST be in a DECLINE
+    return Drop(DropReason.DECLINE, Declined(mac, IPv4Address(requested)))
 
 
 HANDLERS: Final[Mapping[int, Handler]] = {

@@ -45,6 +45,23 @@ def decline(mac: str, address: IPv4Address) -> bytes:
     )
 
 
+def ack(agent: Agent, mac: str, xid: int = 9) -> IPv4Address | None:
+    """The client takes its offer (SELECTING): the ACK a DECLINE may follow."""
+    out = agent.handle(discover(mac), CLIENT)
+    if out is None:
+        return None
+    offer = parse(out[0]).yiaddr
+    selecting = request(MessageType.REQUEST, mac=mac, requested=offer, server_id=SERVER, xid=xid)
+    out = agent.handle(serialize(selecting), CLIENT)
+    return None if out is None else parse(out[0]).yiaddr
+
+
+def declined(agent: Agent, mac: str, address: IPv4Address) -> None:
+    """A client that was ACKed `address` a moment ago declines it."""
+    assert ack(agent, mac) == address
+    agent.handle(decline(mac, address), CLIENT)
+
+
 def offered(agent: Agent, mac: str) -> IPv4Address | None:
     out = agent.handle(discover(mac), CLIENT)
     return None if out is None else parse(out[0]).yiaddr
@@ -68,6 +85,7 @@ async def test_a_declined_address_is_withheld_from_the_next_packet_until_the_poo
     await agent.apply(pool())
     assert offered(agent, MAC) == ADDRESS
     assert offered(agent, MAC) == ADDRESS  # now remembered by the reply memo
+    assert ack(agent, MAC) == ADDRESS
     assert agent.handle(decline(MAC, ADDRESS), CLIENT) is None
     assert counted(agent, "withheld") == 1
     assert offered(agent, MAC) is None  # not even from the memo
@@ -96,9 +114,9 @@ async def test_a_decline_of_another_address_a_repeat_or_past_the_limit_changes_n
     assert counted(agent, "not_its_address") == 1
     assert offered(agent, MAC) == ADDRESS
     assert offered(agent, OTHER) == IPv4Address("192.168.48.87")
-    agent.handle(decline(MAC, ADDRESS), CLIENT)
-    agent.handle(decline(OTHER, IPv4Address("192.168.48.87")), CLIENT)
-    agent.handle(decline("02:00:00:00:00:88", IPv4Address("192.168.48.88")), CLIENT)
+    declined(agent, MAC, ADDRESS)
+    declined(agent, OTHER, IPv4Address("192.168.48.87"))
+    declined(agent, "02:00:00:00:00:88", IPv4Address("192.168.48.88"))
     assert counted(agent, "withheld") == 2
     assert counted(agent, "limit") == 1  # the third at once: limit 2
     assert offered(agent, "02:00:00:00:00:88") == IPv4Address("192.168.48.88")
@@ -112,7 +130,7 @@ async def test_the_hold_runs_out_on_the_agents_clock(tmp_path: Path) -> None:
     clock = [100.0]
     agent = agent_for(tmp_path, clock)
     await agent.apply(pool())
-    agent.handle(decline(MAC, ADDRESS), CLIENT)
+    declined(agent, MAC, ADDRESS)
     clock[0] += 299.0
     agent.refresh_declines()
     assert offered(agent, MAC) is None
@@ -132,6 +150,9 @@ class Writer:
 
     def want(self, report: AgentReport) -> None:
         self.wanted.append(report)
+
+    def withdraw(self) -> None:
+        self.wanted.clear()
 
 
 async def test_the_report_carries_the_entries_and_a_new_leader_takes_them_over(
@@ -155,16 +176,49 @@ async def test_the_report_carries_the_entries_and_a_new_leader_takes_them_over(
             await asyncio.sleep(0.01)
         assert agent.declines.entries() == (entry,)  # taken over, `at` and all
         assert offered(agent, MAC) is None
-        assert writer.wanted == []  # the same content as stored: nothing to write
-        agent.handle(decline(OTHER, IPv4Address("192.168.48.87")), CLIENT)
+        # the same content as stored: nothing new, only kept level by the writer
+        assert [w.declined for w in writer.wanted] == [(entry,)]
+        declined(agent, OTHER, IPv4Address("192.168.48.87"))
         for _ in range(100):
-            if writer.wanted:
+            if len(writer.wanted) > 1:
                 break
             await asyncio.sleep(0.01)
-        (written,) = writer.wanted
+        written = writer.wanted[-1]
         assert [d.mac for d in written.declined] == [MAC, OTHER]
         assert written.agent == "agent-b"
         assert written.ippool_uid == "u-1"
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_decline_is_heard_only_soon_after_this_agent_acked_that_address(
+    tmp_path: Path,
+) -> None:
+    """A forged DECLINE needs more than a VM's MAC and address: it must follow an ACK of
+    that address to that MAC within a minute (before: any DECLINE naming a lease was)."""
+    clock = [0.0]
+    agent = agent_for(tmp_path, clock)
+    await agent.apply(pool())
+    agent.handle(decline(MAC, ADDRESS), CLIENT)  # never ACKed: a forgery
+    assert counted(agent, "not_acked") == 1
+    assert offered(agent, MAC) == ADDRESS
+    assert ack(agent, MAC) == ADDRESS
+    clock[0] += 61.0  # bound and in use for a minute: a DECLINE now is not the client's
+    agent.handle(decline(MAC, ADDRESS), CLIENT)
+    assert counted(agent, "not_acked") == 2
+    assert agent.declines.entries() == ()
+    assert ack(agent, MAC, xid=10) == ADDRESS  # a new transaction (not the reply memo's)
+    clock[0] += 5.0
+    agent.handle(decline(MAC, ADDRESS), CLIENT)
+    assert counted(agent, "withheld") == 1
+
+
+async def test_a_decline_without_option_50_is_not_heard(tmp_path: Path) -> None:
+    agent = agent_for(tmp_path, [0.0])
+    await agent.apply(pool())
+    assert ack(agent, MAC) == ADDRESS
+    bare = request(MessageType.DECLINE, mac=MAC, server_id=SERVER, xid=7)
+    assert agent.handle(serialize(bare), CLIENT) is None
+    assert agent.declines.entries() == ()
+    assert offered(agent, MAC) == ADDRESS

@@ -2,7 +2,7 @@
 new request's xid, and nothing computed from an older pool version is ever sent."""
 
 import asyncio
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -160,17 +160,38 @@ def test_trace_mode_decides_every_packet(tmp_path: Path) -> None:
     assert counter(agent, "hit") == 0
 
 
-def test_inform_from_two_sources_goes_back_to_each(tmp_path: Path) -> None:
-    """DHCPINFORM without ciaddr is answered to the datagram's source: the reason the
-    source is part of the key."""
+def test_inform_goes_to_its_ciaddr_and_one_without_an_address_is_dropped(tmp_path: Path) -> None:
+    """DHCPINFORM is answered to its ciaddr, wherever the datagram came from (the source is
+    still part of the memo's key); one without ciaddr is dropped (RFC 2131 3.4: the client
+    has an address), counted, and never remembered."""
     agent = make_agent(tmp_path, 4096)
-    data = serialize(request(MessageType.INFORM, mac=KNOWN_MAC))
+    data = serialize(request(MessageType.INFORM, mac=KNOWN_MAC, ciaddr=KNOWN_IP))
     first = agent.handle(data, ("192.168.48.86", 68))
     second = agent.handle(data, ("192.168.48.87", 68))
     assert first is not None
     assert second is not None
-    assert first[2] == ("192.168.48.86", 68)
-    assert second[2] == ("192.168.48.87", 68)
+    assert first[2] == second[2] == ("192.168.48.86", 68)
+    bare = serialize(request(MessageType.INFORM, mac=KNOWN_MAC))
+    assert agent.handle(bare, ("192.168.48.86", 68)) is None
+    assert agent.handle(bare, ("192.168.48.87", 68)) is None
+    assert agent.metrics.dropped_by_reason["bad_ciaddr"].value == 2
+
+
+def test_replies_to_strangers_are_not_remembered(tmp_path: Path) -> None:
+    """NAKs and INFORM ACKs to MACs without a lease are computed each time: made-up MACs
+    cannot fill the memo and push the pool's clients out (before: each was remembered)."""
+    agent = make_agent(tmp_path, 64)
+    assert agent.state is not None
+    for n in range(500):
+        mac = f"02:00:00:00:{n >> 8:02x}:{n & 0xFF:02x}"
+        nak = request(MessageType.REQUEST, mac=mac, server_id=SERVER, requested=KNOWN_IP)
+        inform = request(MessageType.INFORM, mac=mac, ciaddr=IPv4Address("192.168.48.90"))
+        assert agent.handle(serialize(nak), ("0.0.0.0", 68)) is not None
+        assert agent.handle(serialize(inform), ("192.168.48.90", 68)) is not None
+    assert len(agent.state.replies) == 0
+    known = serialize(request(MessageType.INFORM, mac=KNOWN_MAC, ciaddr=KNOWN_IP))
+    agent.handle(known, ("192.168.48.86", 68))
+    assert len(agent.state.replies) == 1
 
 
 ADDRESSES = st.sampled_from([None, KNOWN_IP, IPv4Address("192.168.48.87"), SERVER])
@@ -234,12 +255,18 @@ def test_remembered_and_fresh_answers_agree(
 
 
 def test_every_source_is_answered_as_itself_past_the_ingress_cache(tmp_path: Path) -> None:
-    """INFORM without ciaddr goes back to the datagram's source: through more sources than
-    the agent keeps parsed, each still gets its own."""
+    """Through more sources than the agent keeps parsed (INFORMs from the pool's subnet,
+    and relayed ones): each is answered to its own address, and the cache stays bounded.
+    (Before INFORM needed an address of the subnet, this sent INFORMs without ciaddr from
+    10.1.x sources, answered to the datagram's source: those are dropped now, see above.)"""
     agent = make_agent(tmp_path, 0)
-    data = serialize(request(MessageType.INFORM, mac=KNOWN_MAC))
+    subnet = list(IPv4Network("192.168.48.0/24").hosts())
+    subnet.remove(SERVER)
     for n in range(INGRESS_CACHE_SIZE + 100):
-        source = (str(IPv4Address("10.1.0.0") + n), 68)
+        address = subnet[n % len(subnet)]
+        source = (str(address), 68 if n < len(subnet) else 1024 + n)
+        data = serialize(request(MessageType.INFORM, mac=KNOWN_MAC, ciaddr=address))
         answer = agent.handle(data, source)
         assert answer is not None
-        assert answer[2] == source
+        assert answer[2] == (str(address), 68)
+        assert len(agent._ingress) <= INGRESS_CACHE_SIZE

@@ -91,8 +91,19 @@ def test_answers_to_the_probe_count_only_for_a_recent_probes_xid() -> None:
     assert classify(answer(chaddr=VM, xid=41), OURS, PROBE, (40,))[0] == FOREIGN
 
 
-def test_requests_naks_and_other_traffic_are_not_sightings() -> None:
-    assert classify(answer(message_type=MessageType.NAK), OURS, PROBE, ())[0] == OTHER
+def test_a_foreign_nak_is_a_sighting_and_our_own_is_not() -> None:
+    """A rogue that only NAKs (it knows none of our clients) still breaks them: each NAK
+    sends a VM back to INIT (before: NAKs were not looked at)."""
+    result, server = classify(answer(message_type=MessageType.NAK), OURS, PROBE, ())
+    assert (result, server) == (FOREIGN, RogueServer(str(ROGUE), ROGUE_MAC.hex(":")))
+    assert classify(answer(server=OURS, message_type=MessageType.NAK), OURS, PROBE, ()) == (
+        OWN,
+        None,
+    )
+
+
+def test_requests_and_other_traffic_are_not_sightings() -> None:
+    assert classify(answer(message_type=MessageType.INFORM), OURS, PROBE, ())[0] == OTHER
     assert classify(answer(op=1, message_type=MessageType.REQUEST), OURS, PROBE, ())[0] == OTHER
     assert classify(answer(port=67), OURS, PROBE, ())[0] == OTHER
     arp = answer()[:12] + b"\x08\x06" + answer()[14:]
@@ -196,6 +207,7 @@ class Wanted:
     def __init__(self, stored: AgentReport | None = None) -> None:
         self.reports: list[AgentReport] = []
         self._stored = stored
+        self.withdrawn = False
 
     def want(self, report: AgentReport) -> None:
         self.reports.append(report)
@@ -205,6 +217,9 @@ class Wanted:
 
     async def close(self) -> None:
         return None
+
+    def withdraw(self) -> None:
+        self.withdrawn = True
 
 
 def watch(serving: list[bool], metrics: AgentMetrics, report: Wanted | None = None) -> Any:
@@ -221,6 +236,7 @@ def watch(serving: list[bool], metrics: AgentMetrics, report: Wanted | None = No
     wanted = report or Wanted()
     pool, uid = ("default", "net-48"), lambda: "uid-1"
     rogue.reporter = Reporter(wanted, pool, "agent-0", uid, 1.0)  # type: ignore[arg-type]
+    rogue.reporter.rogue_checking = True  # as `attach` makes it
     rogue.report = wanted  # type: ignore[attr-defined]  # the fake writer, for assertions
     return rogue, posted
 
@@ -244,7 +260,8 @@ async def test_a_sighting_is_metric_event_and_report_and_a_standby_reports_nothi
     assert metrics.rogue_servers._value.get() == 1
     assert series(metrics) == {("10.77.0.9", "02:00:00:00:00:09"): 1.0}
     assert posted.rogue == [(server, True), (server, True)]
-    (report,) = rogue.report.reports
+    resumed, report = rogue.report.reports  # what it starts from (nothing), then the server
+    assert resumed.rogue_servers == ()
     assert report.rogue_servers == (ReportedServer("10.77.0.9", "02:00:00:00:00:09"),)
     assert report.ippool_uid == "uid-1"
 
@@ -255,7 +272,8 @@ async def test_a_sighting_is_metric_event_and_report_and_a_standby_reports_nothi
     rogue._seen(server)
     assert metrics.rogue_servers._value.get() == 0
     assert len(posted.rogue) == 2
-    assert len(rogue.report.reports) == 1
+    assert len(rogue.report.reports) == 2
+    assert rogue.report.withdrawn  # nothing more is written by a standby
 
 
 async def test_a_server_not_seen_for_the_window_is_forgotten_with_an_event(
@@ -293,7 +311,8 @@ async def test_a_new_leader_starts_from_the_stored_report_without_new_events() -
     assert metrics.rogue_servers._value.get() == 1
     assert posted.rogue == []  # not seen by this agent yet: nothing announced
     rogue._seen(RogueServer("10.77.0.9", "02:00:00:00:00:09"))
-    assert rogue.report.reports == []  # nothing new to tell the controller
+    # nothing new to tell the controller: the stored report is only kept level
+    assert [r.rogue_servers for r in rogue.report.reports] == [stored.rogue_servers]
     # a report about an earlier pool of that name is not taken over
     other = AgentReport(stored.ippool, "uid-0", "agent-1", 1.0, stored.rogue_servers)
     rogue, _ = watch([True], AgentMetrics(), Wanted(other))
@@ -351,3 +370,118 @@ async def test_rogue_events_are_warnings_naming_the_server_at_most_every_ten_min
     ]
     assert "server identifier 10.77.0.9, MAC 02:00:00:00:00:09" in found[1][2]
     assert all(b["involvedObject"]["kind"] == "IPPool" for b in api.bodies)
+
+
+async def test_thousands_of_forged_offers_cost_the_event_loop_and_the_api_a_bounded_amount() -> (
+    None
+):
+    """Forged OFFERs with random server identifiers and source MACs, as fast as a socket
+    delivers them: the receive thread hands few to the event loop (before: one
+    call_soon_threadsafe each), and few Events are posted (before: one per sighting, also for
+    servers the full tracker refused)."""
+    import socket
+    import threading
+    import time
+
+    serving, metrics = [True], AgentMetrics()
+    rogue, posted = watch(serving, metrics)
+    await rogue._tick()
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    reader.settimeout(0.2)
+    rogue.sock = reader
+    rogue._own, rogue._loop = OURS, asyncio.get_running_loop()
+    handed = [0]
+    seen = rogue._seen
+
+    def counted(server: RogueServer) -> None:
+        handed[0] += 1
+        seen(server)
+
+    rogue._seen = counted
+    rng = random.Random(7)
+    frames = []
+    for _n in range(5000):
+        server_id = IPv4Address(rng.getrandbits(32) | 0x01000000)
+        frame = bytearray(answer(server=server_id))
+        frame[6:12] = rng.getrandbits(48).to_bytes(6, "big")
+        frames.append(bytes(frame))
+    thread = threading.Thread(target=rogue._receive, daemon=True)
+    began = time.monotonic()
+    thread.start()
+    for frame in frames:
+        writer.send(frame)
+    for _ in range(3000):  # the receive thread has read them all
+        if metrics.rogue_frames["foreign"].value >= len(frames):
+            break
+        await asyncio.sleep(0.01)
+    rogue._stop.set()
+    await asyncio.to_thread(thread.join, 2.0)
+    await asyncio.sleep(0)  # the hand-offs queued reach the loop
+    seconds = time.monotonic() - began
+    reader.close()
+    writer.close()
+    assert handed[0] <= rogue.gate.per_second * (seconds + 1)
+    assert rogue.gate.refused >= len(frames) - handed[0]
+    assert len(rogue.tracker) == MAX_SERVERS
+    assert len(posted.rogue) <= 8  # the event budget's burst, whatever the number
+    assert all(server in rogue.tracker for server, _ in posted.rogue)
+
+
+def test_a_known_server_is_handed_off_at_most_once_a_second() -> None:
+    from vmdhcp.agent.rogue import HandOffGate, TokenBucket
+
+    gate = HandOffGate(per_second=3)
+    a, b = (
+        RogueServer("10.77.0.9", "02:00:00:00:00:09"),
+        RogueServer("10.77.0.8", "02:00:00:00:00:08"),
+    )
+    assert gate.admit(a, 10.0)
+    assert not gate.admit(a, 10.5)
+    assert gate.admit(b, 10.5)
+    assert gate.admit(a, 11.0)
+    others = [RogueServer(f"10.1.0.{n}", "02:00:00:00:00:01") for n in range(5)]
+    assert [gate.admit(s, 11.2) for s in others] == [True, True, False, False, False]
+    bucket = TokenBucket(rate=1.0, burst=2)
+    assert [bucket.take(0.0) for _ in range(3)] == [True, True, False]
+    assert bucket.take(1.0)
+    assert not bucket.take(1.0)
+
+
+def test_sixteen_forged_servers_cannot_hide_a_real_one() -> None:
+    """Before, the first 16 server identifiers seen filled the tracker for good: a real
+    rogue seen after them was never reported."""
+    tracker = RogueTracker(window=3.0)  # one interval of 1 s
+    for n in range(MAX_SERVERS):
+        tracker.seen(RogueServer(f"10.66.0.{n}", "02:00:00:00:66:01"), 0.0, "T")
+    real = RogueServer(str(ROGUE), ROGUE_MAC.hex(":"), probed=True)  # answered our probe
+    assert tracker.seen(real, 0.5, "T") is True
+    assert real in tracker
+    # more forgeries, probed or not, do not push it out
+    for n in range(100):
+        tracker.seen(RogueServer(f"10.67.0.{n}", "02:00:00:00:67:01"), 0.6, "T")
+    assert real in tracker
+    assert len(tracker) == MAX_SERVERS
+
+
+def test_a_server_seen_again_and_again_outlives_a_flood_of_one_off_forgeries() -> None:
+    tracker = RogueTracker(window=3.0)
+    real = RogueServer(str(ROGUE), ROGUE_MAC.hex(":"))  # seen on other clients' traffic
+    for n in range(MAX_SERVERS - 1):
+        tracker.seen(RogueServer(f"10.66.0.{n}", "02:00:00:00:66:01"), 0.0, "T")
+    tracker.seen(real, 0.0, "T")
+    for step in range(1, 30):  # it answers every 0.5 s; 20 forgeries arrive each time
+        now = step * 0.5
+        tracker.seen(real, now, "T")
+        for n in range(20):
+            tracker.seen(RogueServer(f"10.{step}.0.{n}", "02:00:00:00:67:01"), now, "T")
+        assert real in tracker
+    # stale forgeries made room for newer ones: the tracker follows what it sees now
+    assert RogueServer("10.66.0.0", "02:00:00:00:66:01") not in tracker
+
+
+def test_one_server_keeps_at_most_a_few_macs_the_latest() -> None:
+    tracker = RogueTracker(window=3.0, macs_per_server=2)
+    for n in range(5):
+        tracker.seen(RogueServer(str(ROGUE), f"02:00:00:00:00:0{n}"), float(n), "T")
+    assert [s.mac for s, _ in tracker.servers()] == ["02:00:00:00:00:03", "02:00:00:00:00:04"]
+    assert len(tracker) == 1

@@ -262,9 +262,23 @@ def test_a_declined_address_is_set_aside_marked_and_restored_after_a_restart() -
     assert str(third) == "10.0.0.10"
 
 
-def test_a_declined_mark_a_vmnetcfg_claims_is_that_vms() -> None:
+def test_a_declined_mark_beats_a_dynamic_claim_and_loses_to_a_pinned_one() -> None:
+    """The pool's status (the mark, and the MAC's new address) was written before the
+    vmnetcfg's (a crash between the two): the mark wins, the MAC keeps its new address and
+    its vmnetcfg is retried; only a pinned address stays with its VM."""
     alloc = Allocator()
     claims = [Claim("10.0.0.10", MACS[0], OWNERS[0])]
+    status = {"10.0.0.10": "DECLINED", "10.0.0.11": MACS[0]}
+    _, effects = alloc.build(
+        ("ns", "a"), NETWORKS[0], config(), claims, status, {MACS[0]: OWNERS[0]}
+    )
+    assert set(alloc.aside[NETWORKS[0]]) == {IPv4Address("10.0.0.10")}
+    assert str(alloc.ipam.pool(NETWORKS[0]).lookup(MACS[0])) == "10.0.0.11"
+    assert OWNERS[0] in effects.retry
+    assert alloc.owners[(NETWORKS[0], MACS[0])] == OWNERS[0]
+
+    alloc = Allocator()
+    claims = [Claim("10.0.0.10", MACS[0], OWNERS[0], pinned=True)]
     alloc.build(("ns", "a"), NETWORKS[0], config(), claims, {"10.0.0.10": "DECLINED"}, {})
     assert alloc.aside[NETWORKS[0]] == {}
     assert str(alloc.ipam.pool(NETWORKS[0]).lookup(MACS[0])) == "10.0.0.10"

@@ -3,6 +3,7 @@ in-memory API server (the report Leases handed to `Reports` as their watch would
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from tests.unit.controller import test_reconcilers as base
@@ -109,3 +110,74 @@ def test_the_condition_names_every_server_and_is_kept_once_present() -> None:
     kept = with_rogue_condition(added, clean, body, "T2", 1)
     assert [(c["type"], c["status"]) for c in kept] == [(CONDITION, "False")]
     assert kept[0]["lastTransitionTime"] == "T2"
+
+
+async def test_a_report_that_says_the_check_is_off_makes_the_condition_unknown(
+    fake: FakeKube, served: Controller
+) -> None:
+    """The serving agent has no rogue check (interval 0, no NET_RAW): what an earlier
+    leader saw is no longer known (before: True stayed for ever, or turned False)."""
+    reports = Reports(served.ctx)
+    reports.event("ADDED", lease(report(fake, SERVER)))
+    await settle(served, fake)
+    assert condition(obj(fake, IPPOOLS, "net-48"), CONDITION)["status"] == "True"
+    off = dataclasses.replace(report(fake), rogue_check_interval=0.0)
+    reports.event("MODIFIED", lease(off))
+    await settle(served, fake)
+    unknown = condition(obj(fake, IPPOOLS, "net-48"), CONDITION)
+    assert (unknown["status"], unknown["reason"]) == ("Unknown", "RogueCheckOff")
+    assert "does not check" in unknown["message"]
+    since = unknown["lastTransitionTime"]
+    writes = fake.writes
+    reports.event("MODIFIED", lease(off))  # the same again: nothing moves, nothing written
+    served.queue.add((IPPOOLS, NS, "net-48"))
+    await settle(served, fake)
+    assert fake.writes == writes
+    assert condition(obj(fake, IPPOOLS, "net-48"), CONDITION)["lastTransitionTime"] == since
+    # a pool that never had the condition does not get it for a report with the check off
+    assert with_rogue_condition([], off, {"metadata": {}}, "T", None) == []
+
+
+async def test_a_report_under_another_name_or_without_a_pool_uid_is_ignored(
+    fake: FakeKube, served: Controller
+) -> None:
+    """A Lease is the report of the pool its name says, with that pool's uid: another
+    Lease's content naming net-48 (before: attributed by content) says nothing."""
+    reports = Reports(served.ctx)
+    other = lease(report(fake, SERVER))
+    other["metadata"]["name"] = "vm-dhcp-agent-report.other.pool"
+    reports.event("ADDED", other)
+    reports.listed({"items": [other]}, False)
+    no_uid = lease(dataclasses.replace(report(fake, SERVER), ippool_uid=""))
+    reports.event("ADDED", no_uid)
+    await settle(served, fake)
+    assert CONDITION not in conditions(fake)
+    assert served.ctx.agent_reports == {}
+    assert reports.ignored == {"vm-dhcp-agent-report.other.pool", no_uid["metadata"]["name"]}
+    reports.event("ADDED", lease(report(fake, SERVER)))  # the pool's own: heard
+    await settle(served, fake)
+    assert condition(obj(fake, IPPOOLS, "net-48"), CONDITION)["status"] == "True"
+
+
+async def test_the_start_waits_for_the_reports_first_listing(
+    fake: FakeKube, controller: Controller
+) -> None:
+    """What the controller's start awaits before it builds the IPAM and starts its workers
+    (`app.run`: `listed_once(AWAITED_AT_START)`) includes the reports' first listing, which
+    `Reports` signals; a later listing signals nothing more."""
+    import asyncio
+
+    from vmdhcp.controller.engine import AWAITED_AT_START, REPORTS, VMNETCFGS
+
+    assert REPORTS in AWAITED_AT_START
+    reports = Reports(
+        controller.ctx, on_first=controller.listed.setdefault(REPORTS, asyncio.Event()).set
+    )
+    waiting = asyncio.create_task(controller.listed_once(AWAITED_AT_START))
+    controller.on_list(IPPOOLS, {"items": []}, True)
+    controller.on_list(VMNETCFGS, {"items": []}, True)
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # the reports are not in yet
+    reports.listed({"items": []}, True)
+    await asyncio.wait_for(waiting, 1.0)
+    reports.listed({"items": []}, False)

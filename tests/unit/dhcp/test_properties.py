@@ -155,7 +155,10 @@ def test_replies_always_fit_the_clients_size_limit_and_say_who_we_are(
 ) -> None:
     if mms is not None:
         extra[57] = mms.to_bytes(2, "big")
-    packet = request(kind, requested=LEASE_IP, server_id=SERVER_IP, prl=prl, extra=extra)
+    ciaddr = LEASE_IP if kind == MessageType.INFORM else None  # an INFORM has an address
+    packet = request(
+        kind, requested=LEASE_IP, server_id=SERVER_IP, prl=prl, extra=extra, ciaddr=ciaddr
+    )
     decision = respond(packet, {MAC: LEASE}, BIG, FROM_CLIENT, 0.0)
     assert isinstance(decision, Reply)
     reply = decision.packet

@@ -220,10 +220,10 @@ PATHS: list[tuple[str, Packet, Ingress, Sends | Drops]] = [
         Drops(R.DECLINE, Declined(MAC, LEASE_IP)),
     ),
     (
-        "decline without option 50 names the lease",
+        "decline without option 50 is malformed (RFC 2131 table 5: 50 MUST be present)",
         request(M.DECLINE, server_id=SERVER_IP),
         FROM_CLIENT,
-        Drops(R.DECLINE, Declined(MAC, LEASE_IP)),
+        Drops(R.MALFORMED),
     ),
     (
         "decline of another address names what was declined",
@@ -269,16 +269,22 @@ PATHS: list[tuple[str, Packet, Ingress, Sends | Drops]] = [
         Sends(M.ACK, Relay(RELAY_IP), ciaddr=CIADDR),
     ),
     (
-        "inform without ciaddr goes to the datagram's source",
+        "inform without ciaddr is dropped (3.4: the client has an address; 0.0.0.0 is none)",
         request(M.INFORM),
         Ingress("eth1", ip("192.168.49.1"), 68),
-        Sends(M.ACK, Unicast(ip("192.168.49.1"))),
+        Drops(R.BAD_CIADDR),
     ),
     (
-        "inform without any address is broadcast",
+        "inform without any address is dropped",
         request(M.INFORM),
         FROM_CLIENT,
-        Sends(M.ACK, BROADCAST),
+        Drops(R.BAD_CIADDR),
+    ),
+    (
+        "inform from an address outside the subnet is dropped",
+        request(M.INFORM, ciaddr=ip("10.1.2.3")),
+        Ingress("eth1", ip("10.1.2.3"), 68),
+        Drops(R.BAD_CIADDR),
     ),
     # Unknown MACs: silent, but for a REQUEST naming us (NAK) and an INFORM (ACK): those and
     # the other RFC 2131 edges are in test_rfc2131_edges.py

@@ -229,11 +229,9 @@ def test_an_empty_lease_table_still_naks_requests_that_name_us() -> None:
     ("ciaddr", "giaddr", "ingress", "destination"),
     [
         (OTHER_IP, None, FROM_STRANGER, Unicast(OTHER_IP)),
-        (None, None, FROM_STRANGER, Unicast(OTHER_IP)),  # no ciaddr: to the source
-        (None, None, FROM_CLIENT, BROADCAST),
         (OTHER_IP, RELAY_IP, FROM_RELAY, Relay(RELAY_IP)),
     ],
-    ids=["ciaddr", "source", "nothing", "relay"],
+    ids=["ciaddr", "relay"],
 )
 def test_inform_without_a_lease_gets_the_pools_configuration(
     ciaddr: IPv4Address | None,
@@ -279,9 +277,30 @@ def test_a_relay_outside_the_subnet_gets_nothing(
     assert decision == Drop(R.FOREIGN_SUBNET)  # and no Declined or Released event
 
 
+@pytest.mark.parametrize("ciaddr", [None, ip("10.1.2.3"), ip("192.168.56.1")], ids=str)
+def test_an_inform_without_an_address_of_the_subnet_is_dropped(
+    ciaddr: IPv4Address | None,
+) -> None:
+    """3.4: the client already has an address (of this subnet: we serve one) and the ACK is
+    unicast to it; 0.0.0.0 or an outside address would have us send anywhere a stranger
+    likes."""
+    for mac in (STRANGER, request(M.INFORM).chaddr[:6].hex(":")):
+        packet = request(M.INFORM, mac=mac, ciaddr=ciaddr)
+        assert respond(packet, LEASES, LAB, FROM_STRANGER, NOW) == Drop(R.BAD_CIADDR)
+
+
 @pytest.mark.parametrize(
-    "giaddr", [ip("192.168.48.0"), RELAY_IP, ip("192.168.55.255")], ids=str
-)  # the /21's first and last address count as inside
+    "giaddr", [ip("192.168.48.0"), ip("192.168.55.255"), SERVER_IP], ids=str
+)  # the /21's network and broadcast addresses, and our own: no relay has those
+def test_a_relay_that_cannot_be_one_gets_nothing(giaddr: IPv4Address) -> None:
+    packet = request(M.DISCOVER, giaddr=giaddr)
+    decision = respond(packet, LEASES, LAB, Ingress("eth1", giaddr, 67), NOW)
+    assert decision == Drop(R.FOREIGN_SUBNET)
+
+
+@pytest.mark.parametrize(
+    "giaddr", [ip("192.168.48.1"), RELAY_IP, ip("192.168.55.254")], ids=str
+)  # the /21's first and last host addresses count as inside
 def test_a_relay_inside_the_subnet_is_answered(giaddr: IPv4Address) -> None:
     packet = request(M.DISCOVER, giaddr=giaddr)
     decision = respond(packet, LEASES, LAB, Ingress("eth1", giaddr, 67), NOW)
