@@ -227,6 +227,9 @@ async def reconcile_ippool(ctx: Context, ref: Ref) -> None:
         agent_ref = None
         registered = agent_ready = error(reason)
     elif ctx.config.no_agent:
+        # the NAD still names its pool (upstream's ensureNADLabels runs whatever the mode):
+        # the webhook and the vmnetcfgs find the pool through it
+        await agents.label_nad(ctx, ref, network)
         registered = agent_ready = ok("AgentsDisabled")
     else:
         await agents.label_nad(ctx, ref, network)

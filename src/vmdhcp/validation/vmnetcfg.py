@@ -8,6 +8,7 @@ from ipaddress import IPv4Address
 
 from vmdhcp.api import IPPool, VirtualMachineNetworkConfig, split_network_name
 from vmdhcp.api.constants import (
+    DECLINED_MARK,
     EXCLUDED_MARK,
     LABEL_IPPOOL_NAME,
     LABEL_IPPOOL_NAMESPACE,
@@ -89,6 +90,11 @@ def static_ip_problem(text: str, pool: IPPool, mac: str | None = None) -> str | 
     holder = next((mac for text, mac in allocated.items() if _addresses((text,)) == {ip}), None)
     if holder in (EXCLUDED_MARK, RESERVED_MARK):
         return f"ip address {ip} is not allocatable"
+    if holder == DECLINED_MARK:
+        return (
+            f"ip address {ip} is set aside: a VM declined it (another host uses it on the "
+            "network); pin another address, or wait until the controller gives it back"
+        )
     if holder is not None and not _same_mac(holder, mac):
         return f"ip address {ip} is already allocated to mac {holder}"
     return None

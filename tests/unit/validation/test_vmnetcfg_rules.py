@@ -32,6 +32,7 @@ POOL = ippool(
         "192.168.0.20": OTHER_MAC.upper(),
         "192.168.0.21": MAC,
         "192.168.0.60": "EXCLUDED",
+        "192.168.0.61": "DECLINED",
         "192.168.0.2": "RESERVED",
     },
 )
@@ -117,6 +118,11 @@ def test_the_config_itself_is_not_another_user_of_its_mac() -> None:
         ),
         ("192.168.0.50", "ip address 192.168.0.50 is not allocatable"),  # excluded in spec
         ("192.168.0.60", "ip address 192.168.0.60 is not allocatable"),  # EXCLUDED in status
+        (
+            "192.168.0.61",
+            "ip address 192.168.0.61 is set aside: a VM declined it (another host uses it on "
+            "the network); pin another address, or wait until the controller gives it back",
+        ),
         (
             "192.168.0.20",
             f"ip address 192.168.0.20 is already allocated to mac {OTHER_MAC.upper()}",
