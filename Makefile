@@ -9,6 +9,7 @@
 #                    BENCH_ARGS="--servers agent,kea --halt-poll-ns 200000" and so on)
 #   make bench-controller  1,000 VMs on one pool against the test API server, webhook on
 #   make bench-webhook  admission cost at 0, 1,000 and 5,000 existing vmnetcfgs
+#   make bench-scale  50 pools x 1,000..10,000 VMs through the webhook (issue 15's goals)
 #   make bench-ha    agent failover: node crash and image roll-out, a VM probing every 200 ms (root)
 #   make fuzz        long property run of the DHCP parser
 #   make demo        the whole system on this machine: a VM gets its address (root;
@@ -51,7 +52,7 @@ IMAGES_TEST_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: images image-controller image-webhook image-agent images-test run-controller run-agent
-.PHONY: all test lint fmt unit venv deps bench-ipam bench-core bench-dhcp bench-controller bench-webhook bench-ha fuzz demo demo-vm e2e-kind clean kubectl-check
+.PHONY: all test lint fmt unit venv deps bench-ipam bench-core bench-dhcp bench-controller bench-webhook bench-scale bench-ha fuzz demo demo-vm e2e-kind clean kubectl-check
 
 all: images
 
@@ -112,6 +113,9 @@ bench-controller: $(STAMP)
 
 bench-webhook: $(STAMP)
 	$(BIN)/python bench/bench_webhook.py $(BENCH_ARGS)
+
+bench-scale: $(STAMP)
+	$(BIN)/python bench/bench_scale.py $(BENCH_ARGS)
 
 bench-ha: $(STAMP) deps
 	$(BIN)/python bench/bench_ha.py $(BENCH_ARGS)
