@@ -122,6 +122,22 @@ def pair(cluster: Cluster, api_client: ApiClient, namespace: str, tmp_path: Path
             yield Pair(lab, replicas)
 
 
+def takeover(leader: Replica, standby: Replica, until: float) -> tuple[bool, float, float]:
+    """Both namespaces sampled every 50 ms until the standby holds the server address:
+    (whether both ever held it at once, when the leader's was gone, when the standby's came)."""
+    both, dropped_at, held_at = False, 0.0, 0.0
+    while time.monotonic() < until and not held_at:
+        a, b = leader.holds_address(), standby.holds_address()
+        both = both or (a and b)
+        now = time.monotonic()
+        if not a and not dropped_at:
+            dropped_at = now
+        if b:
+            held_at = now
+        time.sleep(0.05)  # the sampling period
+    return both, dropped_at, held_at
+
+
 def test_one_replica_serves_and_the_other_takes_over_on_sigterm(pair: Pair) -> None:
     leader = wait_for(pair.leader, 20, "exactly one leader")
     standby = next(r for r in pair.replicas if r is not leader)
@@ -158,17 +174,7 @@ def test_a_leader_cut_off_from_the_api_drops_the_address_before_the_standby_hold
     standby = next(r for r in pair.replicas if r is not leader)
     wait_for(leader.holds_address, 10, "the leader to hold the server address")
     leader.forward.close()  # its API requests now fail; the VM network still works
-    both, dropped_at, held_at = False, 0.0, 0.0
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline and not held_at:
-        a, b = leader.holds_address(), standby.holds_address()
-        both = both or (a and b)
-        now = time.monotonic()
-        if not a and not dropped_at:
-            dropped_at = now
-        if b:
-            held_at = now
-        time.sleep(0.05)
+    both, dropped_at, held_at = takeover(leader, standby, time.monotonic() + 40)
     assert held_at, "the standby never took over"
     assert not both, "two agents held the server address at once"
     assert dropped_at
@@ -196,16 +202,7 @@ def test_a_leader_frozen_after_failed_renewals_loses_the_address_before_a_takeov
     assert leader.holds_address(), "the leader let go before its deadline"
     leader.proc.send_signal(signal.SIGSTOP)
     try:
-        both, dropped_at, held_at = False, 0.0, 0.0
-        while time.monotonic() < cut_at + 40 and not held_at:
-            a, b = leader.holds_address(), standby.holds_address()
-            both = both or (a and b)
-            now = time.monotonic()
-            if not a and not dropped_at:
-                dropped_at = now
-            if b:
-                held_at = now
-            time.sleep(0.05)
+        both, dropped_at, held_at = takeover(leader, standby, cut_at + 40)
         assert held_at, "the standby never took over"
         assert not both, "the frozen leader's address outlived the takeover"
         assert dropped_at < held_at
