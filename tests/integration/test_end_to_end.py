@@ -74,40 +74,38 @@ class System:
         return None
 
     def vm(self, name: str, mac: str) -> None:
-        body = {
-            "apiVersion": "kubevirt.io/v1",
-            "kind": "VirtualMachine",
-            "metadata": {"name": name},
-            "spec": {
-                "template": {
-                    "spec": {
-                        "domain": {
-                            "devices": {
-                                "interfaces": [{"name": "nic-1", "bridge": {}, "macAddress": mac}]
-                            }
-                        },
-                        "networks": [
-                            {"name": "nic-1", "multus": {"networkName": f"{self.ns}/net-48"}}
-                        ],
-                    }
-                }
-            },
-        }
-        self.custom.create_namespaced_custom_object(
-            "kubevirt.io", "v1", self.ns, "virtualmachines", body
-        )
+        create_vm(self.custom, self.ns, name, mac)
 
     def allocated(self, vm: str) -> str | None:
-        try:
-            cfg = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.ns, "virtualmachinenetworkconfigs", vm
-            )
-        except Exception:
-            return None
-        for entry in (cfg.get("status") or {}).get("networkConfigs") or []:
-            if entry.get("state") == "Allocated":
-                return str(entry["allocatedIPAddress"])
+        return allocated_address(self.custom, self.ns, vm)
+
+
+def create_vm(custom: CustomObjectsApi, namespace: str, name: str, mac: str) -> None:
+    """A VirtualMachine with one NIC of MAC `mac` on `<namespace>/net-48`."""
+    nic = {"name": "nic-1", "bridge": {}, "macAddress": mac}
+    network = {"name": "nic-1", "multus": {"networkName": f"{namespace}/net-48"}}
+    template = {"spec": {"domain": {"devices": {"interfaces": [nic]}}, "networks": [network]}}
+    body = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": name},
+        "spec": {"template": template},
+    }
+    custom.create_namespaced_custom_object("kubevirt.io", "v1", namespace, "virtualmachines", body)
+
+
+def allocated_address(custom: CustomObjectsApi, namespace: str, vm: str) -> str | None:
+    """The address the VM's vmnetcfg status shows Allocated, if any yet."""
+    try:
+        cfg = custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "virtualmachinenetworkconfigs", vm
+        )
+    except Exception:
         return None
+    for entry in (cfg.get("status") or {}).get("networkConfigs") or []:
+        if entry.get("state") == "Allocated":
+            return str(entry["allocatedIPAddress"])
+    return None
 
 
 def grant_agent(api: ApiClient, agents: str) -> None:

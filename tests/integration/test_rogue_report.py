@@ -31,7 +31,7 @@ from kubernetes.client import (
 
 from tests.agentproc import free_port, running_controller, wait_for
 from tests.cluster import Cluster, create_namespace, delete_namespace, unique_namespace_name
-from tests.integration.test_end_to_end import seed_network
+from tests.integration.test_end_to_end import allocated_address, create_vm, seed_network
 from tests.netns.lab import (
     Dhclient,
     Lab,
@@ -191,30 +191,10 @@ class World:
         return list(api.list_namespaced_lease(self.agents, label_selector=selector).items)
 
     def allocated(self, vm: str) -> str | None:
-        try:
-            cfg = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.ns, "virtualmachinenetworkconfigs", vm
-            )
-        except Exception:
-            return None
-        for entry in (cfg.get("status") or {}).get("networkConfigs") or []:
-            if entry.get("state") == "Allocated":
-                return str(entry["allocatedIPAddress"])
-        return None
+        return allocated_address(self.custom, self.ns, vm)
 
     def vm(self, name: str, mac: str) -> None:
-        nic = {"name": "nic-1", "bridge": {}, "macAddress": mac}
-        network = {"name": "nic-1", "multus": {"networkName": f"{self.ns}/net-48"}}
-        template = {"spec": {"domain": {"devices": {"interfaces": [nic]}}, "networks": [network]}}
-        body = {
-            "apiVersion": "kubevirt.io/v1",
-            "kind": "VirtualMachine",
-            "metadata": {"name": name},
-            "spec": {"template": template},
-        }
-        self.custom.create_namespaced_custom_object(
-            "kubevirt.io", "v1", self.ns, "virtualmachines", body
-        )
+        create_vm(self.custom, self.ns, name, mac)
 
 
 @pytest.fixture
