@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -19,7 +20,7 @@ from kubernetes.client import ApiClient, CustomObjectsApi, RbacAuthorizationV1Ap
 from tests.agentproc import AgentProcess, running_controller, wait_for
 from tests.cluster import Cluster, create_namespace, delete_namespace, unique_namespace_name
 from tests.netns.lab import Dhclient, Lab, skip_reason
-from tests.nodesim import NodeSimulator
+from tests.nodesim import NodeSimulator, Runner, run_in_namespace
 
 pytestmark = [pytest.mark.cluster, pytest.mark.netns]
 
@@ -160,20 +161,36 @@ def seed_network(custom: CustomObjectsApi, namespace: str) -> None:
 def system(
     cluster: Cluster, api_client: ApiClient, namespace: str, tmp_path: Path
 ) -> Iterator[System]:
-    agents = unique_namespace_name("e2e-agents")
+    with running_system(cluster, api_client, namespace, tmp_path, IMAGE, "e2e-agents") as system:
+        yield system
+
+
+@contextmanager
+def running_system(
+    cluster: Cluster,
+    api_client: ApiClient,
+    namespace: str,
+    tmp_path: Path,
+    image: str,
+    agents_prefix: str,
+    runner: Runner = run_in_namespace,
+) -> Iterator[System]:
+    """The seed network, a controller with one agent pod per pool (`image`), and the node
+    simulator running that pod with `runner`, in an agent namespace of its own."""
+    agents = unique_namespace_name(agents_prefix)
     create_namespace(api_client, agents)
     grant_agent(api_client, agents)
     agent_kubeconfig = cluster.mint(f"system:serviceaccount:{agents}:vm-dhcp-agent")
     custom = CustomObjectsApi(api_client)
     seed_network(custom, namespace)
     args = [
-        "--name", "e2e-controller", "--namespace", agents, "--image", IMAGE,
+        "--name", "e2e-controller", "--namespace", agents, "--image", image,
         "--service-account-name", "vm-dhcp-agent", "--no-leader-election", "--agent-replicas", "1",
         "--kubeconfig", str(cluster.kubeconfig), "--enable-cache-dump-api",
     ]  # fmt: skip
     with (
         Lab(tmp_path, network="192.168.48.0/24", server_ip="192.168.48.250") as lab,
-        NodeSimulator(lab, api_client, agent_kubeconfig, agents) as sim,
+        NodeSimulator(lab, api_client, agent_kubeconfig, agents, runner=runner) as sim,
         running_controller(args, tmp_path / "controller.log") as controller,
     ):
         yield System(cluster, custom, namespace, agents, lab, sim, controller)

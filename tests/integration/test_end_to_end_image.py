@@ -13,15 +13,14 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
-from kubernetes.client import ApiClient, CustomObjectsApi
+from kubernetes.client import ApiClient
 
-from tests.agentproc import running_controller, wait_for
-from tests.cluster import Cluster, create_namespace, delete_namespace, unique_namespace_name
+from tests.agentproc import wait_for
+from tests.cluster import Cluster
 from tests.containers import Container, ImageError, build_images, podman_runner
 from tests.containers import skip_reason as images_skip_reason
-from tests.integration.test_end_to_end import System, _try, grant_agent, seed_network
-from tests.netns.lab import Dhclient, Lab, skip_reason
-from tests.nodesim import NodeSimulator
+from tests.integration.test_end_to_end import System, _try, running_system
+from tests.netns.lab import Dhclient, skip_reason
 
 pytestmark = [pytest.mark.cluster, pytest.mark.netns, pytest.mark.timeout(900)]
 
@@ -43,25 +42,11 @@ def agent_image() -> str:
 def system(
     agent_image: str, cluster: Cluster, api_client: ApiClient, namespace: str, tmp_path: Path
 ) -> Iterator[System]:
-    agents = unique_namespace_name("e2e-image")
-    create_namespace(api_client, agents)
-    grant_agent(api_client, agents)
-    agent_kubeconfig = cluster.mint(f"system:serviceaccount:{agents}:vm-dhcp-agent")
-    custom = CustomObjectsApi(api_client)
-    seed_network(custom, namespace)
-    args = [
-        "--name", "e2e-controller", "--namespace", agents, "--image", agent_image,
-        "--service-account-name", "vm-dhcp-agent", "--no-leader-election", "--agent-replicas", "1",
-        "--kubeconfig", str(cluster.kubeconfig), "--enable-cache-dump-api",
-    ]  # fmt: skip
     runner = podman_runner(agent_image)
-    with (
-        Lab(tmp_path, network="192.168.48.0/24", server_ip="192.168.48.250") as lab,
-        NodeSimulator(lab, api_client, agent_kubeconfig, agents, runner=runner) as sim,
-        running_controller(args, tmp_path / "controller.log") as controller,
-    ):
-        yield System(cluster, custom, namespace, agents, lab, sim, controller)
-    delete_namespace(api_client, agents)
+    with running_system(
+        cluster, api_client, namespace, tmp_path, agent_image, "e2e-image", runner
+    ) as system:
+        yield system
 
 
 def agent_container(system: System) -> Container:
